@@ -1,0 +1,299 @@
+"""Read, validate and write a model folder's manifest, ``edge_colbert.json``.
+
+The manifest is the contract between the export step and the runtime: it says everything
+the runtime needs to reproduce the reference preprocessing (markers, lengths, query
+expansion, skiplist) without the original checkpoint. See ``docs/model-folder.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edge_colbert.errors import ModelFolderError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "edge_colbert.json"
+FORMAT_NAME = "edge-colbert-model"
+FORMAT_VERSION = 1
+
+MarkerInsert = Literal["after_cls", "text_prefix", "none"]
+_MARKER_INSERTS = ("after_cls", "text_prefix", "none")
+_QUANTIZATIONS = ("none", "int8", "fp16", "qdq")
+
+
+@dataclass(frozen=True)
+class Marker:
+    """How a query or document marker is added to the token sequence.
+
+    ``after_cls``: the token ``token_id`` goes right after the first token ([CLS] or <s>), as
+    Stanford ColBERT and PyLate do. ``text_prefix``: ``text`` is prepended to the raw text
+    before tokenizing. ``none``: no marker.
+    """
+
+    insert: MarkerInsert = "none"
+    text: str = ""
+    token_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.insert not in _MARKER_INSERTS:
+            raise ModelFolderError(
+                f"marker insert mode {self.insert!r} is unknown; expected one of "
+                f"{', '.join(_MARKER_INSERTS)}. Re-export the model with this edge-colbert."
+            )
+        if self.insert == "after_cls" and self.token_id is None:
+            raise ModelFolderError(
+                "a marker inserted after [CLS] needs its token_id in the manifest; "
+                "re-export the model."
+            )
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file of the model folder with its size and SHA-256."""
+
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime needs to know about a model folder.
+
+    Build one with :func:`load_manifest` (reads and validates ``edge_colbert.json``) or
+    directly in the export step, then :func:`write_manifest`.
+    """
+
+    name: str
+    dim: int
+    query_maxlen: int
+    doc_maxlen: int
+    query_marker: Marker
+    document_marker: Marker
+    mask_token_id: int
+    pad_token_id: int
+    do_query_expansion: bool
+    attend_to_expansion_tokens: bool
+    skiplist_ids: tuple[int, ...]
+    source_checkpoint: str = ""
+    source_revision: str = ""
+    source_format: str = ""
+    backbone: str = ""
+    native_dim: int | None = None
+    dim_reduction: str = "none"
+    lowercase: bool = False
+    model_file: str = "model.onnx"
+    inputs: tuple[str, ...] = ("input_ids", "attention_mask")
+    output: str = "embeddings"
+    languages: tuple[str, ...] = ()
+    language_input: str | None = None
+    default_language: str | None = None
+    quantization: str = "none"
+    variants: dict[str, str] = field(default_factory=dict)
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def fingerprint(self) -> str:
+        """A short, stable id of the exported weights: the main graph's SHA-256 prefix.
+
+        Variants of one export (fp16, QDQ) share it, since they encode the same model.
+        """
+        entry = self.files.get(self.model_file)
+        return entry.sha256[:12] if entry else "unchecked"
+
+    @property
+    def identity(self) -> str:
+        """What an index records about the model that wrote it, and compares on open."""
+        return f"{self.name} ({self.dim}-d, {self.fingerprint})"
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as the JSON object stored in ``edge_colbert.json``."""
+        data = asdict(self)
+        data = {"format": FORMAT_NAME, **data}
+        data["skiplist_ids"] = list(self.skiplist_ids)
+        data["inputs"] = list(self.inputs)
+        data["languages"] = list(self.languages)
+        return data
+
+
+def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks so that large graphs do not fill memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checksum_files(model_dir: Path, names: list[str]) -> dict[str, FileEntry]:
+    """Checksums of the named files of a model folder, for the manifest's ``files``."""
+    return {
+        name: FileEntry(sha256=file_sha256(model_dir / name), bytes=(model_dir / name).stat().st_size)
+        for name in names
+    }
+
+
+def write_manifest(manifest: Manifest, model_dir: str | Path) -> Path:
+    """Write ``edge_colbert.json`` into ``model_dir`` and return its path."""
+    path = Path(model_dir) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def _marker(data: Any, key: str) -> Marker:
+    if data is None:
+        return Marker()
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"manifest field {key!r} must be an object, got {type(data).__name__}")
+    return Marker(
+        insert=data.get("insert", "none"),
+        text=str(data.get("text", "")),
+        token_id=None if data.get("token_id") is None else int(data["token_id"]),
+    )
+
+
+def _require(data: dict[str, Any], key: str, kind: type, where: Path) -> Any:
+    if key not in data:
+        raise ModelFolderError(
+            f"{where} lacks the field {key!r}; the folder was made by another tool or is "
+            "damaged. Re-export it with `edge-colbert export`."
+        )
+    value = data[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ModelFolderError(
+            f"{where}: field {key!r} must be {kind.__name__}, got {type(value).__name__} "
+            f"({value!r}). Re-export the model."
+        )
+    return value
+
+
+def parse_manifest(data: Any, where: Path) -> Manifest:
+    """Validate a decoded manifest object and build a :class:`Manifest`."""
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{where} must hold a JSON object; re-export the model.")
+    if data.get("format") != FORMAT_NAME:
+        raise ModelFolderError(
+            f"{where} is not an edge-colbert manifest (format={data.get('format')!r}); "
+            "make a model folder with `edge-colbert export CHECKPOINT OUTDIR`."
+        )
+    version = _require(data, "format_version", int, where)
+    if version > FORMAT_VERSION:
+        raise ModelFolderError(
+            f"{where} has format version {version}, newer than the {FORMAT_VERSION} this "
+            "edge-colbert reads; upgrade edge-colbert (pip install -U edge-colbert)."
+        )
+    dim = _require(data, "dim", int, where)
+    query_maxlen = _require(data, "query_maxlen", int, where)
+    doc_maxlen = _require(data, "doc_maxlen", int, where)
+    for key, value in (("dim", dim), ("query_maxlen", query_maxlen), ("doc_maxlen", doc_maxlen)):
+        if value <= 0:
+            raise ModelFolderError(f"{where}: {key} must be positive, got {value}; re-export.")
+    quantization = str(data.get("quantization", "none"))
+    if quantization not in _QUANTIZATIONS:
+        raise ModelFolderError(
+            f"{where}: quantization {quantization!r} is unknown; expected one of "
+            f"{', '.join(_QUANTIZATIONS)}."
+        )
+    files = {
+        str(name): FileEntry(sha256=str(entry["sha256"]), bytes=int(entry["bytes"]))
+        for name, entry in (data.get("files") or {}).items()
+    }
+    return Manifest(
+        name=str(_require(data, "name", str, where)),
+        dim=dim,
+        query_maxlen=query_maxlen,
+        doc_maxlen=doc_maxlen,
+        query_marker=_marker(data.get("query_marker"), "query_marker"),
+        document_marker=_marker(data.get("document_marker"), "document_marker"),
+        mask_token_id=_require(data, "mask_token_id", int, where),
+        pad_token_id=_require(data, "pad_token_id", int, where),
+        do_query_expansion=_require(data, "do_query_expansion", bool, where),
+        attend_to_expansion_tokens=_require(data, "attend_to_expansion_tokens", bool, where),
+        skiplist_ids=tuple(int(i) for i in _require(data, "skiplist_ids", list, where)),
+        source_checkpoint=str(data.get("source_checkpoint", "")),
+        source_revision=str(data.get("source_revision", "")),
+        source_format=str(data.get("source_format", "")),
+        backbone=str(data.get("backbone", "")),
+        native_dim=None if data.get("native_dim") is None else int(data["native_dim"]),
+        dim_reduction=str(data.get("dim_reduction", "none")),
+        lowercase=bool(data.get("lowercase", False)),
+        model_file=str(data.get("model_file", "model.onnx")),
+        inputs=tuple(str(i) for i in data.get("inputs", ("input_ids", "attention_mask"))),
+        output=str(data.get("output", "embeddings")),
+        languages=tuple(str(lang) for lang in data.get("languages", ())),
+        language_input=None if data.get("language_input") is None else str(data["language_input"]),
+        default_language=(
+            None if data.get("default_language") is None else str(data["default_language"])
+        ),
+        quantization=quantization,
+        variants={str(k): str(v) for k, v in (data.get("variants") or {}).items()},
+        files=files,
+        extra=dict(data.get("extra") or {}),
+        format_version=version,
+    )
+
+
+def load_manifest(model_dir: str | Path, *, verify_checksums: bool = True) -> Manifest:
+    """Read and validate a model folder's manifest.
+
+    Checks that the folder, the manifest, the graph and ``tokenizer.json`` exist, that the
+    manifest is well formed and not from a newer format, and (by default) that every file
+    listed in it still has the recorded size and SHA-256.
+
+    Raises:
+        ModelFolderError: with what is wrong and how to fix it.
+    """
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise ModelFolderError(
+            f"model folder {folder} does not exist or is not a folder; pass a folder made by "
+            "`edge-colbert export`, or nothing for the bundled default model."
+        )
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise ModelFolderError(
+            f"{folder} has no {MANIFEST_NAME}, so it is not an edge-colbert model folder; "
+            "make one with `edge-colbert export CHECKPOINT OUTDIR`."
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFolderError(f"{path} is not valid JSON ({error}); re-export the model.") from error
+    manifest = parse_manifest(data, path)
+    for name in (manifest.model_file, "tokenizer.json"):
+        if not (folder / name).is_file():
+            raise ModelFolderError(
+                f"{folder} lacks {name}; the folder is incomplete. Copy it again or re-export."
+            )
+    if verify_checksums:
+        verify_files(manifest, folder)
+    return manifest
+
+
+def verify_files(manifest: Manifest, folder: Path) -> None:
+    """Check the size and SHA-256 of every file the manifest lists."""
+    for name, entry in manifest.files.items():
+        file = folder / name
+        if not file.is_file():
+            if name == manifest.model_file or name == "tokenizer.json":
+                raise ModelFolderError(f"{folder} lacks {name}; copy the folder again or re-export.")
+            logger.debug("optional file %s listed in the manifest is absent", name)
+            continue
+        size = file.stat().st_size
+        if size != entry.bytes:
+            raise ModelFolderError(
+                f"{file} is {size} bytes but the manifest records {entry.bytes}: the file is "
+                "truncated or was replaced. Copy the model folder again or re-export it."
+            )
+        if file_sha256(file) != entry.sha256:
+            raise ModelFolderError(
+                f"{file} does not match the SHA-256 in {MANIFEST_NAME}: the file is damaged "
+                "or was replaced. Copy the model folder again or re-export it."
+            )
