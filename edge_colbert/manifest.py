@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from edge_colbert.errors import ModelFolderError
 
@@ -135,7 +136,9 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
 def checksum_files(model_dir: Path, names: list[str]) -> dict[str, FileEntry]:
     """Checksums of the named files of a model folder, for the manifest's ``files``."""
     return {
-        name: FileEntry(sha256=file_sha256(model_dir / name), bytes=(model_dir / name).stat().st_size)
+        name: FileEntry(
+            sha256=file_sha256(model_dir / name), bytes=(model_dir / name).stat().st_size
+        )
         for name in names
     }
 
@@ -143,7 +146,9 @@ def checksum_files(model_dir: Path, names: list[str]) -> dict[str, FileEntry]:
 def write_manifest(manifest: Manifest, model_dir: str | Path) -> Path:
     """Write ``edge_colbert.json`` into ``model_dir`` and return its path."""
     path = Path(model_dir) / MANIFEST_NAME
-    path.write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8"
+    )
     return path
 
 
@@ -151,7 +156,9 @@ def _marker(data: Any, key: str) -> Marker:
     if data is None:
         return Marker()
     if not isinstance(data, dict):
-        raise ModelFolderError(f"manifest field {key!r} must be an object, got {type(data).__name__}")
+        raise ModelFolderError(
+            f"manifest field {key!r} must be an object, got {type(data).__name__}"
+        )
     return Marker(
         insert=data.get("insert", "none"),
         text=str(data.get("text", "")),
@@ -166,7 +173,7 @@ def _require(data: dict[str, Any], key: str, kind: type, where: Path) -> Any:
             "damaged. Re-export it with `edge-colbert export`."
         )
     value = data[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ModelFolderError(
             f"{where}: field {key!r} must be {kind.__name__}, got {type(value).__name__} "
             f"({value!r}). Re-export the model."
@@ -174,8 +181,81 @@ def _require(data: dict[str, Any], key: str, kind: type, where: Path) -> Any:
     return value
 
 
+def _files(data: Any, where: Path) -> dict[str, FileEntry]:
+    """The ``files`` table: name -> size and SHA-256, each entry checked."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{where}: field 'files' must be an object; re-export the model.")
+    files = {}
+    for name, entry in data.items():
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or not isinstance(entry.get("bytes"), int)
+        ):
+            raise ModelFolderError(
+                f"{where}: the checksum entry of {name!r} needs 'sha256' (text) and 'bytes' "
+                "(integer); the manifest is damaged. Re-export the model."
+            )
+        files[str(name)] = FileEntry(sha256=entry["sha256"], bytes=entry["bytes"])
+    return files
+
+
 def parse_manifest(data: Any, where: Path) -> Manifest:
-    """Validate a decoded manifest object and build a :class:`Manifest`."""
+    """Validate a decoded manifest object and build a :class:`Manifest`.
+
+    Raises:
+        ModelFolderError: for any missing, mistyped or out-of-range field.
+    """
+    try:
+        return _parse_manifest(data, where)
+    except (TypeError, ValueError, AttributeError) as error:
+        # Optional fields are converted leniently; a value that cannot be converted at all
+        # (``"native_dim": "wide"``) means the file was edited by hand or is damaged.
+        raise ModelFolderError(
+            f"{where} has a field of the wrong type ({error}); re-export the model."
+        ) from error
+
+
+def _optional_int(data: dict[str, Any], key: str, where: Path) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelFolderError(
+            f"{where}: field {key!r} must be an integer or null, got {value!r}; re-export."
+        )
+    return value
+
+
+_DEFAULT_INPUTS = ("input_ids", "attention_mask")
+_T = TypeVar("_T")
+
+
+def _field(where: Path, key: str, convert: Callable[[], _T]) -> _T:
+    """Convert one optional field, naming it if its value has the wrong shape."""
+    try:
+        return convert()
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ModelFolderError(
+            f"{where}: field {key!r} has the wrong type or shape ({error}); re-export the model."
+        ) from error
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"expected a list of strings, got {type(value).__name__}")
+    return tuple(str(item) for item in value)
+
+
+def _string_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _parse_manifest(data: Any, where: Path) -> Manifest:
     if not isinstance(data, dict):
         raise ModelFolderError(f"{where} must hold a JSON object; re-export the model.")
     if data.get("format") != FORMAT_NAME:
@@ -201,41 +281,47 @@ def parse_manifest(data: Any, where: Path) -> Manifest:
             f"{where}: quantization {quantization!r} is unknown; expected one of "
             f"{', '.join(_QUANTIZATIONS)}."
         )
-    files = {
-        str(name): FileEntry(sha256=str(entry["sha256"]), bytes=int(entry["bytes"]))
-        for name, entry in (data.get("files") or {}).items()
-    }
+    files = _files(data.get("files"), where)
+    skiplist = _require(data, "skiplist_ids", list, where)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in skiplist):
+        raise ModelFolderError(f"{where}: skiplist_ids must be token ids (integers); re-export.")
     return Manifest(
         name=str(_require(data, "name", str, where)),
         dim=dim,
         query_maxlen=query_maxlen,
         doc_maxlen=doc_maxlen,
-        query_marker=_marker(data.get("query_marker"), "query_marker"),
-        document_marker=_marker(data.get("document_marker"), "document_marker"),
+        query_marker=_field(
+            where, "query_marker", lambda: _marker(data.get("query_marker"), "query_marker")
+        ),
+        document_marker=_field(
+            where,
+            "document_marker",
+            lambda: _marker(data.get("document_marker"), "document_marker"),
+        ),
         mask_token_id=_require(data, "mask_token_id", int, where),
         pad_token_id=_require(data, "pad_token_id", int, where),
         do_query_expansion=_require(data, "do_query_expansion", bool, where),
         attend_to_expansion_tokens=_require(data, "attend_to_expansion_tokens", bool, where),
-        skiplist_ids=tuple(int(i) for i in _require(data, "skiplist_ids", list, where)),
+        skiplist_ids=tuple(skiplist),
         source_checkpoint=str(data.get("source_checkpoint", "")),
         source_revision=str(data.get("source_revision", "")),
         source_format=str(data.get("source_format", "")),
         backbone=str(data.get("backbone", "")),
-        native_dim=None if data.get("native_dim") is None else int(data["native_dim"]),
+        native_dim=_optional_int(data, "native_dim", where),
         dim_reduction=str(data.get("dim_reduction", "none")),
         lowercase=bool(data.get("lowercase", False)),
         model_file=str(data.get("model_file", "model.onnx")),
-        inputs=tuple(str(i) for i in data.get("inputs", ("input_ids", "attention_mask"))),
+        inputs=_field(where, "inputs", lambda: _strings(data.get("inputs", _DEFAULT_INPUTS))),
         output=str(data.get("output", "embeddings")),
-        languages=tuple(str(lang) for lang in data.get("languages", ())),
+        languages=_field(where, "languages", lambda: _strings(data.get("languages", ()))),
         language_input=None if data.get("language_input") is None else str(data["language_input"]),
         default_language=(
             None if data.get("default_language") is None else str(data["default_language"])
         ),
         quantization=quantization,
-        variants={str(k): str(v) for k, v in (data.get("variants") or {}).items()},
+        variants=_field(where, "variants", lambda: _string_map(data.get("variants") or {})),
         files=files,
-        extra=dict(data.get("extra") or {}),
+        extra=_field(where, "extra", lambda: dict(data.get("extra") or {})),
         format_version=version,
     )
 
@@ -265,7 +351,9 @@ def load_manifest(model_dir: str | Path, *, verify_checksums: bool = True) -> Ma
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelFolderError(f"{path} is not valid JSON ({error}); re-export the model.") from error
+        raise ModelFolderError(
+            f"{path} is not valid JSON ({error}); re-export the model."
+        ) from error
     manifest = parse_manifest(data, path)
     for name in (manifest.model_file, "tokenizer.json"):
         if not (folder / name).is_file():
@@ -283,7 +371,9 @@ def verify_files(manifest: Manifest, folder: Path) -> None:
         file = folder / name
         if not file.is_file():
             if name == manifest.model_file or name == "tokenizer.json":
-                raise ModelFolderError(f"{folder} lacks {name}; copy the folder again or re-export.")
+                raise ModelFolderError(
+                    f"{folder} lacks {name}; copy the folder again or re-export."
+                )
             logger.debug("optional file %s listed in the manifest is absent", name)
             continue
         size = file.stat().st_size

@@ -1,0 +1,178 @@
+"""Sweep the prefilter's nprobe / keep: overlap@10 with exhaustive MaxSim and time per query.
+
+The collection is synthetic but shaped like ColBERT token vectors (64-d, unit length):
+- a vocabulary of term vectors, themselves grouped in semantic families, used with Zipf
+  frequencies, so frequent terms crowd some regions of the sphere;
+- documents about one or two topics (each topic favours its own terms), each token a term
+  vector plus contextual noise, plus the [CLS] and [D] marker tokens every document shares;
+- 32-token queries: [CLS], [Q], ~10 terms drawn from one document's topic (half from the
+  document itself), the rest query-expansion [MASK] tokens near the query's mean.
+
+Exhaustive MaxSim over all documents' int8 vectors is the reference; the pipeline is
+candidates(nprobe) -> prune(keep) -> exact int8 MaxSim over the survivors.
+
+Run (from the repository root, with the package importable, e.g. ``PYTHONPATH=.``):
+``python benchmarks/prefilter_sweep.py [--docs 5000] [--queries 100]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import numpy as np
+
+from edge_colbert.kmeans import kmeans, num_centroids
+from edge_colbert.maxsim import maxsim_int8_packed
+from edge_colbert.prefilter import DEFAULT_DEPTH, Prefilter
+from edge_colbert.quantize import quantize_int8
+
+DIM = 64
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _noise(rng: np.random.Generator, shape: tuple[int, int], norm: float) -> np.ndarray:
+    """Gaussian noise whose rows have about the given Euclidean norm."""
+    return rng.standard_normal(shape) * (norm / np.sqrt(shape[1]))
+
+
+def make_collection(
+    n_docs: int, n_queries: int, seed: int = 0
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Build ``n_docs`` documents and ``n_queries`` queries of token vectors."""
+    rng = np.random.default_rng(seed)
+    n_families, n_terms, n_topics = 400, 20000, 300
+    families = _unit(rng.standard_normal((n_families, DIM)))
+    term_family = rng.integers(0, n_families, n_terms)
+    terms = _unit(families[term_family] + _noise(rng, (n_terms, DIM), 1.0))
+    zipf = 1.0 / np.arange(1, n_terms + 1) ** 1.0
+    zipf /= zipf.sum()
+    topic_terms = [rng.choice(n_terms, 400, replace=False) for _ in range(n_topics)]
+    specials = _unit(rng.standard_normal((3, DIM)))  # [CLS], [D], [Q]
+
+    def tokens_of(topic: int, count: int) -> np.ndarray:
+        # 60% topic terms (Zipf inside the topic), 40% general vocabulary (global Zipf).
+        own = rng.random(count) < 0.6
+        ids = rng.choice(n_terms, count, p=zipf)
+        local = topic_terms[topic][np.minimum(rng.zipf(1.3, count) - 1, 399)]
+        return np.where(own, local, ids)
+
+    docs: list[np.ndarray] = []
+    doc_terms: list[np.ndarray] = []
+    doc_topics = rng.integers(0, n_topics, (n_docs, 2))
+    for i in range(n_docs):
+        length = int(np.clip(rng.normal(180, 60), 30, 300))
+        split = length if rng.random() < 0.6 else length // 2
+        ids = np.concatenate(
+            [tokens_of(doc_topics[i, 0], split), tokens_of(doc_topics[i, 1], length - split)]
+        )
+        ctx = 0.25 * _unit(rng.standard_normal(DIM))  # the document's own context shift
+        noise = _noise(rng, (length, DIM), 0.5)
+        vecs = _unit(terms[ids] + noise + ctx)
+        cls = _unit(specials[0] + 0.3 * ctx)
+        docs.append(np.vstack([cls[None], specials[1][None], vecs]).astype(np.float32))
+        doc_terms.append(ids)
+
+    queries: list[np.ndarray] = []
+    for _ in range(n_queries):
+        target = int(rng.integers(n_docs))
+        n_real = int(rng.integers(5, 14))
+        from_doc = rng.choice(doc_terms[target], n_real // 2)
+        from_topic = tokens_of(doc_topics[target, 0], n_real - n_real // 2)
+        ids = np.concatenate([from_doc, from_topic])
+        real = _unit(terms[ids] + _noise(rng, (n_real, DIM), 0.5))
+        mean = real.mean(axis=0)
+        n_mask = 32 - 2 - n_real
+        masks = _unit(mean + _noise(rng, (n_mask, DIM), 0.3 * float(np.linalg.norm(mean))))
+        queries.append(np.vstack([specials[0][None], specials[2][None], real, masks]))
+    return docs, queries
+
+
+def main() -> None:
+    """Build the collection, train centroids, post documents and sweep nprobe x keep."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=5000)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--sample", type=int, default=200_000, help="k-means sample tokens")
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--depth", type=int, nargs="+", default=[DEFAULT_DEPTH])
+    parser.add_argument(
+        "--centroid-factor",
+        type=float,
+        default=1.0,
+        help="multiply num_centroids() by this (power of two kept)",
+    )
+    parser.add_argument("--keep", type=int, nargs="+", default=[64, 128, 256, 512, 0])
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    docs, queries = make_collection(args.docs, args.queries)
+    packed = np.concatenate(docs)
+    codes, scales = quantize_int8(packed)
+    offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([d.shape[0] for d in docs])
+    print(
+        f"collection: {len(docs)} docs, {packed.shape[0]} tokens ({time.perf_counter() - t0:.1f}s)"
+    )
+
+    t0 = time.perf_counter()
+    k = int(num_centroids(packed.shape[0]) * args.centroid_factor)
+    rng = np.random.default_rng(1)
+    sample = packed[rng.choice(packed.shape[0], min(args.sample, packed.shape[0]), replace=False)]
+    centroids = kmeans(sample, k, iterations=10, seed=0)
+    pre = Prefilter(centroids)
+    labels = pre.assign(packed)
+    rowids = np.arange(len(docs), dtype=np.int64)
+    pre.set_postings(rowids, [np.unique(labels[a:b]) for a, b in itertools.pairwise(offsets)])
+    print(
+        f"centroids: {k} trained on {sample.shape[0]} tokens, {pre.num_postings} postings "
+        f"({pre.num_postings / len(docs):.0f}/doc) ({time.perf_counter() - t0:.1f}s)"
+    )
+
+    t0 = time.perf_counter()
+    exact_top = []
+    for q in queries:
+        s = maxsim_int8_packed(q, codes, scales, offsets)
+        exact_top.append(set(np.argsort(-s, kind="stable")[:10].tolist()))
+    exhaustive_ms = (time.perf_counter() - t0) / len(queries) * 1000
+    print(f"exhaustive int8 MaxSim: {exhaustive_ms:.1f} ms/query\n")
+
+    print(
+        f"{'nprobe':>6} {'depth':>5} {'keep':>6} {'cands':>7} {'overlap@10':>10} {'min':>5} "
+        f"{'cand ms':>8} {'prune ms':>8} {'exact ms':>8} {'total ms':>8}"
+    )
+    grid = [(n, dp, kp) for n in args.nprobe for dp in args.depth for kp in args.keep]
+    for nprobe, depth, keep in grid:
+        overlaps, n_cand, t_c, t_p, t_e = [], [], 0.0, 0.0, 0.0
+        for q, ref in zip(queries, exact_top, strict=True):
+            a = time.perf_counter()
+            cand = pre.candidates(q, nprobe=nprobe)
+            b = time.perf_counter()
+            kept = pre.prune(q, cand, keep=keep, depth=depth) if keep else cand
+            c = time.perf_counter()
+            sub_off = np.concatenate([[0], np.cumsum(offsets[kept + 1] - offsets[kept])])
+            idx = np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in kept])
+            # Gathering rows stands in for the store's read; it is not timed.
+            sub_codes, sub_scales = codes[idx], scales[idx]
+            c2 = time.perf_counter()
+            s = maxsim_int8_packed(q, sub_codes, sub_scales, sub_off)
+            top = set(kept[np.argsort(-s, kind="stable")[:10]].tolist())
+            d = time.perf_counter()
+            overlaps.append(len(top & ref) / 10)
+            n_cand.append(len(cand))
+            t_c, t_p, t_e = t_c + b - a, t_p + c - b, t_e + d - c2
+        n = len(queries)
+        print(
+            f"{nprobe:>6} {depth:>5} {keep or 'all':>6} {np.mean(n_cand):>7.0f} "
+            f"{np.mean(overlaps):>10.3f} {min(overlaps):>5.1f} {t_c / n * 1000:>8.2f} "
+            f"{t_p / n * 1000:>8.2f} {t_e / n * 1000:>8.2f} "
+            f"{(t_c + t_p + t_e) / n * 1000:>8.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

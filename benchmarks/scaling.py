@@ -1,0 +1,313 @@
+"""How search latency, memory and file size grow with the collection: 10k, 30k, 100k documents.
+
+The documents are synthetic, so that 100k of them need no encoding: each has 60-140 token
+vectors (64-d, unit length) drawn around 4 of 2,000 topic directions, and each query has 32
+tokens drawn around 2 topics of a random document, so that MaxSim has real neighbourhoods
+for the prefilter to find. Vectors go in through the public ``Index.add`` with a stand-in
+encoder that returns the precomputed vectors of each text (the ``Index`` has no public
+method to add vectors; see the note in ``docs/benchmarks.md``).
+
+One index file grows 10k -> 30k -> 100k (incremental adds, with the centroid retraining the
+index does by itself); after each stage a fresh subprocess opens it and searches with
+``search_vectors``, with and without the prefilter. Every stage is its own subprocess, so
+each peak memory figure is its own.
+
+    python benchmarks/scaling.py [--sizes 10000 30000 100000] [--out docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `edge_colbert` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common
+
+logger = logging.getLogger("scaling")
+
+DIM = 64
+TOPICS = 2000
+BATCH_DOCS = 1000  # generation and add() unit; stage sizes must be multiples of it
+
+
+# ---------------------------------------------------------------- synthetic collection
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    """A seeded generator of clustered token vectors; document i is the same in every run."""
+
+    seed: int = 0
+    min_tokens: int = 60
+    max_tokens: int = 140
+
+    def topics(self) -> npt.NDArray[np.float32]:
+        """The topic directions, unit length."""
+        centers = np.random.default_rng([self.seed, 0]).standard_normal((TOPICS, DIM))
+        return (centers / np.linalg.norm(centers, axis=1, keepdims=True)).astype(np.float32)
+
+    @staticmethod
+    def _around(
+        rng: np.random.Generator, centers: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]:
+        """Unit vectors near ``centers`` (noise of norm ~1: cosine ~0.7 with the center)."""
+        x = centers + rng.standard_normal(centers.shape).astype(np.float32) / np.sqrt(DIM)
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    def own_topics(self, doc: int) -> npt.NDArray[np.int64]:
+        """The 4 topics of document ``doc`` (its own stream, so queries can find them)."""
+        return np.random.default_rng([self.seed, 3, doc]).choice(TOPICS, size=4, replace=False)
+
+    def batch(self, index: int) -> list[npt.NDArray[np.float32]]:
+        """The token vectors of documents ``index * BATCH_DOCS`` to ``(index + 1) * BATCH_DOCS``."""
+        rng = np.random.default_rng([self.seed, 1, index])
+        topics = self.topics()
+        docs = []
+        for doc in range(index * BATCH_DOCS, (index + 1) * BATCH_DOCS):
+            n = int(rng.integers(self.min_tokens, self.max_tokens + 1))
+            docs.append(self._around(rng, topics[rng.choice(self.own_topics(doc), size=n)]))
+        return docs
+
+    def queries(self, count: int, n_docs: int) -> list[npt.NDArray[np.float32]]:
+        """``count`` queries of 32 tokens around 2 topics of random stored documents."""
+        rng = np.random.default_rng([self.seed, 2, n_docs])
+        topics = self.topics()
+        out = []
+        for _ in range(count):
+            own = self.own_topics(int(rng.integers(n_docs)))
+            out.append(self._around(rng, topics[rng.choice(own[:2], size=32)]))
+        return out
+
+
+class PrecomputedEncoder:
+    """Stands in for ``Encoder`` inside ``Index.add``: returns vectors given beforehand.
+
+    Texts are ``doc-<n>`` labels; :meth:`give` registers their vectors, and
+    ``encode_documents`` hands them back. It has the attributes ``Index`` reads from an
+    encoder (``identity``, ``dim``, ``manifest.name``) and nothing else.
+    """
+
+    @dataclass(frozen=True)
+    class _Manifest:
+        name: str = "synthetic-64"
+
+    def __init__(self) -> None:
+        self.manifest = self._Manifest()
+        self.dim = DIM
+        self.identity = "synthetic-64 (64-d, precomputed)"
+        self._pending: dict[str, npt.NDArray[np.float32]] = {}
+
+    def give(self, texts: Sequence[str], vectors: Sequence[npt.NDArray[np.float32]]) -> None:
+        """Register the vectors that ``encode_documents`` will return for ``texts``."""
+        self._pending = dict(zip(texts, vectors, strict=True))
+
+    def encode_documents(self, texts: Sequence[str]) -> list[npt.NDArray[np.float32]]:
+        """The registered vectors of ``texts``, in order."""
+        return [self._pending[t] for t in texts]
+
+    def encode_queries(self, texts: Sequence[str]) -> list[npt.NDArray[np.float32]]:
+        """Queries are never text here; they come through ``search_vectors``."""
+        raise NotImplementedError("the scaling benchmark searches with search_vectors only")
+
+
+def _batches(
+    start_docs: int, end_docs: int, gen: Synthetic
+) -> Iterator[tuple[list[str], list[Any]]]:
+    """Labels and vectors of documents ``start_docs`` to ``end_docs``, a batch at a time."""
+    for b in range(start_docs // BATCH_DOCS, end_docs // BATCH_DOCS):
+        labels = [f"doc-{b * BATCH_DOCS + i}" for i in range(BATCH_DOCS)]
+        yield labels, gen.batch(b)
+
+
+# ---------------------------------------------------------------- phases
+
+
+def phase_build(args: argparse.Namespace) -> dict[str, Any]:
+    """Grow the index from ``--start`` to ``--size`` documents; time, memory, file size."""
+    from edge_colbert import Index
+
+    gen = Synthetic(args.seed, args.min_tokens, args.max_tokens)
+    encoder = PrecomputedEncoder()
+    db = args.work / "scaling.db"
+    meter = common.PeakMeter()
+    meter.start()
+    generate = 0.0
+    clock = common.Stopwatch()
+    index = Index(db, encoder=encoder)  # type: ignore[arg-type]
+    for labels, vectors in _batches(args.start, args.size, gen):
+        generate -= time.perf_counter()
+        encoder.give(labels, vectors)
+        generate += time.perf_counter()
+        index.add(labels, ids=labels)
+    seconds, cpu = clock.stop()
+    info = index.info()
+    index.close()
+    return {
+        "added": args.size - args.start,
+        "seconds": seconds - generate,
+        "cpu_seconds": cpu,
+        "info": info,
+        "file_bytes": common.file_bytes(db),
+        "memory": meter.report(),
+    }
+
+
+def phase_search(args: argparse.Namespace) -> dict[str, Any]:
+    """Search latency with and without the prefilter, overlap and memory at ``--size``."""
+    from edge_colbert import Index
+
+    gen = Synthetic(args.seed, args.min_tokens, args.max_tokens)
+    queries = gen.queries(args.queries, args.size)
+    meter = common.PeakMeter()
+    meter.start()
+    index = Index(args.work / "scaling.db", encoder=PrecomputedEncoder(), readonly=True)  # type: ignore[arg-type]
+    for q in queries[:3]:
+        index.search_vectors(q, k=10)  # warm-up
+    times: dict[str, list[float]] = {"prefilter": [], "exhaustive": []}
+    overlaps = []
+    for q in queries:
+        tops = {}
+        for mode in ("prefilter", "exhaustive"):
+            started = time.perf_counter()
+            hits = index.search_vectors(q, k=10, exhaustive=mode == "exhaustive")
+            times[mode].append(time.perf_counter() - started)
+            tops[mode] = [h.id for h in hits]
+        overlaps.append(common.overlap_at_k(tops["prefilter"], tops["exhaustive"]))
+    memory = meter.report()
+    index.close()
+    return {
+        "search": common.latency_ms(times["prefilter"]),
+        "search_exhaustive": common.latency_ms(times["exhaustive"]),
+        "overlap": float(np.mean(overlaps)),
+        "memory": memory,
+    }
+
+
+# ---------------------------------------------------------------- report and command line
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[str, Any]) -> str:
+    """The scaling section for docs/benchmarks.md."""
+    lines = [
+        "## Scaling: synthetic collections",
+        "",
+        f"Synthetic 64-d token vectors, {args.min_tokens}-{args.max_tokens} tokens per document "
+        f"(clustered around {TOPICS} topics), {args.queries} queries of 32 tokens, k = 10. One "
+        "file grown stage by stage through `Index.add` (incremental, with the retraining the "
+        "index does by itself); each stage and each search run is its own process.",
+        "",
+        "Machine:",
+        "",
+        common.machine_markdown(machine),
+        "",
+        "Command:",
+        "",
+        "```",
+        common.command_line(),
+        "```",
+        "",
+        "| documents | stored tokens | file size | bytes / token | centroids "
+        "| add time for the stage (docs/s) | peak RSS while adding "
+        "| search p50 / p95 (ms) | exhaustive p50 / p95 (ms) | top-10 overlap "
+        "| peak RSS while searching |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        b, s, info = r["build"], r["search"], r["build"]["info"]
+        lines.append(
+            f"| {r['size']:,} | {info['tokens']:,} | {b['file_bytes'] / (1 << 20):.0f} MiB "
+            f"| {b['file_bytes'] / info['tokens']:.1f} | {info['centroids']:,} "
+            f"| {b['seconds']:.0f} s ({b['added'] / b['seconds']:.0f}) "
+            f"| {b['memory']['above_base'] / (1 << 20):.0f} MiB "
+            f"| {s['search']['p50']:.1f} / {s['search']['p95']:.1f} "
+            f"| {s['search_exhaustive']['p50']:.1f} / {s['search_exhaustive']['p95']:.1f} "
+            f"| {s['overlap']:.3f} | {s['memory']['above_base'] / (1 << 20):.0f} MiB "
+            f"(int8 vectors: {info['tokens'] * (DIM + 2) / (1 << 20):.0f} MiB) |"
+        )
+    lines += [
+        "",
+        "Peak RSS is measured above the process's resident memory just before the stage "
+        "(interpreter and libraries loaded), by resetting the kernel's high-water mark.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command-line options."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
+    p.add_argument("--min-tokens", type=int, default=60)
+    p.add_argument("--max-tokens", type=int, default=140)
+    p.add_argument("--queries", type=int, default=100)
+    p.add_argument("--threads", type=int, default=common.available_cores())
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", type=Path, help="folder for the index file (default: temporary)")
+    p.add_argument("--out", type=Path, help="append/replace the section in this markdown file")
+    p.add_argument("--phase", choices=("build", "search"), help=argparse.SUPPRESS)
+    p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if any(s % BATCH_DOCS for s in args.sizes) or sorted(args.sizes) != args.sizes:
+        p.error(f"--sizes must be increasing multiples of {BATCH_DOCS}")
+    return args
+
+
+def replace_section(page: str, section: str, head: str) -> str:
+    """``page`` with the section that starts at ``head`` replaced by ``section``."""
+    if head not in page:
+        return page.rstrip() + "\n\n" + section
+    before, _, rest = page.partition(head)
+    nxt = rest.find("\n## ")
+    return before + section + (rest[nxt:] if nxt >= 0 else "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Grow the index stage by stage, search after each stage, print the table."""
+    args = parse_args(argv)
+    common.pin_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.phase:
+        result = phase_build(args) if args.phase == "build" else phase_search(args)
+        common.write_result(args.result, result)
+        return 0
+    work = args.work or Path(tempfile.mkdtemp(prefix="edge-colbert-scaling-"))
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "scaling.db").unlink(missing_ok=True)
+    base = ["--work", str(work), "--seed", str(args.seed), "--queries", str(args.queries),
+            "--min-tokens", str(args.min_tokens), "--max-tokens", str(args.max_tokens)]  # fmt: skip
+    rows, start = [], 0
+    script = Path(__file__).resolve()
+    for size in args.sizes:
+        stage = [*base, "--start", str(start), "--size", str(size)]
+        build = common.run_phase(script, "build", stage, work / "logs")
+        search = common.run_phase(script, "search", stage, work / "logs")
+        rows.append({"size": size, "build": build, "search": search})
+        print(f"{size}: build {build}\n{size}: search {search}", flush=True)
+        start = size
+    text = report(rows, args, common.machine_description(args.threads))
+    print(text)
+    if args.out:
+        page = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
+        args.out.write_text(replace_section(page, text, "## Scaling: synthetic collections"))
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,464 @@
+"""The ``edge-colbert`` command: index text files, search them, inspect and edit an index.
+
+Every error a person can cause prints one line, ``edge-colbert: error: ...``, and exits 1
+(2 for a usage error, 130 on Ctrl-C); ``-v`` adds the traceback. See ``docs/cli.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sqlite3
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_colbert import __version__
+from edge_colbert.chunking import discover_files
+from edge_colbert.errors import EdgeColbertError, InvalidInputError
+from edge_colbert.sync import absolute
+
+if TYPE_CHECKING:
+    from edge_colbert.encoder import Encoder
+    from edge_colbert.index import Index
+
+PROG = "edge-colbert"
+# Modules the export step imports that the runtime install lacks.
+EXPORT_DEPENDENCIES = frozenset(
+    {"torch", "transformers", "sentence_transformers", "safetensors", "onnxscript", "pylate"}
+)
+EXPORT_HINT = "the export step needs PyTorch: pip install 'edge-colbert[export]'"
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``edge-colbert`` with all its subcommands."""
+    # The shared options are accepted before and after the subcommand; SUPPRESS keeps a
+    # subcommand from resetting a value given before it.
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--model", metavar="DIR", default=argparse.SUPPRESS)
+    shared.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
+    shared.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="ColBERT search over your text files: one SQLite file, no PyTorch.",
+        epilog="Run `edge-colbert COMMAND --help` for a command's options. Docs: docs/cli.md",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="DIR",
+        default=None,
+        help="model folder made by `edge-colbert export` (default: the bundled model, "
+        "or $EDGE_COLBERT_MODEL)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="say more; show tracebacks"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=False, help="print only results and errors"
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    index = commands.add_parser(
+        "index",
+        parents=[shared],
+        help="add or update text files in an index",
+        description="Chunk .txt, .md, .rst and .html files and add them to DB (created if "
+        "needed). Run it again to update: unchanged files are skipped, changed ones "
+        "re-encoded, and files gone from PATH removed.",
+    )
+    index.add_argument("db", metavar="DB", help="the index file (SQLite)")
+    index.add_argument("paths", metavar="PATH", nargs="+", help="files or folders to index")
+    index.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="keep the chunks of files that are gone from PATH instead of removing them",
+    )
+    index.set_defaults(func=_run_index)
+
+    search = commands.add_parser(
+        "search",
+        parents=[shared],
+        help="search an index",
+        description="Rank the chunks of DB against QUERY and show the best-matching passages.",
+    )
+    search.add_argument("db", metavar="DB", help="the index file")
+    search.add_argument("query", metavar="QUERY", help="what to look for")
+    search.add_argument("-k", type=_positive_int, default=5, help="number of results (default 5)")
+    search.add_argument("--json", action="store_true", help="print the results as JSON")
+    search.add_argument(
+        "--where",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="keep only chunks whose metadata KEY equals VALUE (repeatable; a path is "
+        "made absolute, as `index` stores it)",
+    )
+    search.add_argument(
+        "--exhaustive",
+        action="store_true",
+        help="score every chunk exactly instead of using the centroid prefilter",
+    )
+    search.set_defaults(func=_run_search)
+
+    info = commands.add_parser(
+        "info", parents=[shared], help="describe an index", description="Counts, model and size."
+    )
+    info.add_argument("db", metavar="DB", help="the index file")
+    info.add_argument("--json", action="store_true", help="print the figures as JSON")
+    info.set_defaults(func=_run_info)
+
+    delete = commands.add_parser(
+        "delete",
+        parents=[shared],
+        help="delete chunks by id",
+        description="Delete the chunks with these ids (ids are printed by `search --json`).",
+    )
+    delete.add_argument("db", metavar="DB", help="the index file")
+    delete.add_argument("ids", metavar="ID", nargs="+", help="chunk ids")
+    delete.set_defaults(func=_run_delete)
+
+    export = commands.add_parser(
+        "export",
+        parents=[shared],
+        help="turn a ColBERT checkpoint into a model folder (needs PyTorch)",
+        description="Export CHECKPOINT (a Hugging Face id or a local folder) to the model "
+        "folder OUTDIR. Needs the export extra: pip install 'edge-colbert[export]'.",
+        epilog="Options not listed here are passed on to the export step unchanged.",
+    )
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint id or folder")
+    export.add_argument("outdir", metavar="OUTDIR", help="the model folder to write")
+    export.add_argument(
+        "--dim", metavar="64|native", help="vector dimension (default 64; native keeps the model's)"
+    )
+    export.add_argument(
+        "--quantize", choices=["int8", "fp16", "none"], help="weights of model.onnx (default int8)"
+    )
+    export.set_defaults(func=_run_export)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def _out(text: str) -> None:
+    """A line of the command's output on stdout."""
+    sys.stdout.write(text + "\n")
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    """A line of results for a person; nothing with -q."""
+    if not args.quiet:
+        _out(message)
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+def _existing_index(db: str) -> Path:
+    """The index file of search/info/delete, which must exist: opening a missing one would
+    create an empty index and hide a mistyped path."""
+    path = Path(db)
+    if path.is_dir():
+        raise InvalidInputError(f"{db} is a folder, not an index file")
+    if not path.exists():
+        raise InvalidInputError(
+            f"index file {db} does not exist; create it with `{PROG} index {db} PATH...`"
+        )
+    return path
+
+
+def _encoder(args: argparse.Namespace) -> Encoder:
+    from edge_colbert.encoder import Encoder
+
+    return Encoder(args.model)
+
+
+def _open_index(path: Path, encoder: Encoder | None, *, readonly: bool) -> Index:
+    from edge_colbert.index import Index
+
+    return Index(path, encoder=encoder, readonly=readonly)
+
+
+def display_path(path: str) -> str:
+    """A stored absolute path, shown relative to the working folder when under it."""
+    try:
+        return Path(path).relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from edge_colbert.sync import sync_files
+
+    db = Path(args.db)
+    if db.is_dir():
+        raise InvalidInputError(f"{args.db} is a folder; give the index a file name, e.g. notes.db")
+    discover_files(args.paths)  # a missing PATH fails here, before the index file is created
+    encoder = _encoder(args)
+    began = time.perf_counter()
+    with _open_index(db, encoder, readonly=False) as index:
+        report = sync_files(
+            index,
+            encoder,
+            args.paths,
+            exclude=[db],
+            prune=not args.no_prune,
+            progress=not args.quiet and sys.stderr.isatty(),
+            # tqdm.write keeps the line from tearing a progress bar that is being drawn.
+            on_skip=lambda path, reason: tqdm.write(f"skipped {path}: {reason}", file=sys.stderr),
+        )
+    seconds = time.perf_counter() - began
+    files = "file" if report.indexed == 1 else "files"
+    chunks = "chunk" if report.chunks == 1 else "chunks"
+    _say(
+        args,
+        f"{report.indexed} {files} indexed ({report.chunks} {chunks}), {report.unchanged} "
+        f"unchanged, {report.skipped} skipped, {report.removed} removed in {seconds:.1f} s",
+    )
+    return 0
+
+
+def _parse_where(items: Sequence[str]) -> dict[str, Any] | None:
+    where: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"--where takes KEY=VALUE, got {item!r}")
+        value: Any
+        if key == "path":
+            value = absolute(raw)
+        else:
+            try:
+                value = json.loads(raw)  # numbers, true/false, null; anything else is text
+            except json.JSONDecodeError:
+                value = raw
+        where[key] = value
+    return where or None
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from edge_colbert.highlight import Style, best_passage, mark, match_spans
+
+    path = _existing_index(args.db)
+    if not args.query.strip():
+        raise InvalidInputError("the query is empty; give some words to search for")
+    where = _parse_where(args.where)
+    encoder = _encoder(args)
+    with _open_index(path, encoder, readonly=True) as index:
+        # Encoded once, for the search and for marking the matched words.
+        (vectors,) = encoder.encode_queries([args.query])
+        hits = index.search_vectors(vectors, args.k, where=where, exhaustive=args.exhaustive)
+    spans = match_spans(encoder, args.query, [hit.text for hit in hits], query_vectors=vectors)
+    if args.json:
+        results = [
+            {
+                "rank": rank,
+                "id": hit.id,
+                "score": round(float(hit.score), 4),
+                "text": hit.text,
+                "metadata": hit.metadata,
+                "matches": [{"start": a, "end": b, "text": hit.text[a:b]} for a, b in found],
+            }
+            for rank, (hit, found) in enumerate(zip(hits, spans, strict=True), start=1)
+        ]
+        _out(json.dumps(results, ensure_ascii=False, indent=2))
+        return 0
+    if not hits:
+        _say(args, "no results")
+        return 0
+    style: Style = "bold" if sys.stdout.isatty() and not os.environ.get("NO_COLOR") else "brackets"
+    for rank, (hit, found) in enumerate(zip(hits, spans, strict=True), start=1):
+        where_from = hit.metadata.get("path")
+        label = display_path(where_from) if isinstance(where_from, str) else hit.id
+        chunk = hit.metadata.get("chunk")
+        suffix = f"  (chunk {chunk})" if isinstance(chunk, int) and chunk > 0 else ""
+        _out(f"{rank:>2}. {hit.score:7.3f}  {label}{suffix}")
+        start, end = best_passage(hit.text, found)
+        _out(f"    {mark(hit.text, found, start, end, style=style)}")
+    return 0
+
+
+def _human_bytes(size: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from edge_colbert.sync import stored_files
+
+    path = _existing_index(args.db)
+    with _open_index(path, None, readonly=True) as index:
+        figures: dict[str, Any] = {"path": str(path), **index.info()}
+        figures["files"] = len(stored_files(index))
+    if args.json:
+        _out(json.dumps(figures, ensure_ascii=False, indent=2, default=str))
+        return 0
+    width = max(len(key) for key in figures)
+    for key, value in figures.items():
+        shown = value
+        if isinstance(value, int) and not isinstance(value, bool) and "bytes" in key:
+            shown = _human_bytes(value) if key.endswith("bytes") and value >= 1000 else value
+        elif isinstance(value, float):
+            shown = f"{value:.2f}"
+        _out(f"{key:<{width}}  {shown}")
+    return 0
+
+
+def _run_delete(args: argparse.Namespace) -> int:
+    path = _existing_index(args.db)
+    with _open_index(path, None, readonly=False) as index:
+        unknown = [doc_id for doc_id in dict.fromkeys(args.ids) if doc_id not in index]
+        deleted = index.delete([doc_id for doc_id in dict.fromkeys(args.ids) if doc_id in index])
+    for doc_id in unknown:
+        _warn(f"not found: {doc_id}")
+    _say(args, f"deleted {deleted} of {len(dict.fromkeys(args.ids))} ids")
+    return 1 if unknown else 0
+
+
+def _export_entry() -> Callable[[list[str]], int]:
+    """The export step's ``main(argv) -> int``: ``export.main``, else ``export.cli.main``.
+
+    Imported only here, so that the runtime never loads torch.
+    """
+    import importlib
+
+    package = importlib.import_module("export")
+    entry = getattr(package, "main", None)
+    if entry is None:
+        entry = getattr(importlib.import_module("export.cli"), "main", None)
+    if not callable(entry):
+        raise EdgeColbertError(
+            "the installed `export` package has no main(argv) entry point; reinstall "
+            "edge-colbert with pip install 'edge-colbert[export]'"
+        )
+
+    def run(argv: list[str]) -> int:
+        return int(entry(argv) or 0)
+
+    return run
+
+
+def _lacks_export_dependency(error: BaseException) -> bool:
+    """Whether an import failed for want of torch & co., here or anywhere up its cause chain
+    (the export package re-raises the error with its own message)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        name = seen.name if isinstance(seen, ModuleNotFoundError) else None
+        if (name or "").split(".")[0] in EXPORT_DEPENDENCIES:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    forwarded = [args.checkpoint, args.outdir]
+    if args.dim is not None:
+        forwarded += ["--dim", args.dim]
+    if args.quantize is not None:
+        forwarded += ["--quantize", args.quantize]
+    if args.quiet:
+        forwarded.append("-q")
+    forwarded += list(args.extra)
+    try:
+        return _export_entry()(forwarded)
+    except ImportError as error:
+        if _lacks_export_dependency(error):
+            _warn(f"{PROG}: {EXPORT_HINT}")
+            return 2
+        if isinstance(error, ModuleNotFoundError) and (error.name or "").startswith("export"):
+            raise EdgeColbertError(
+                f"the export step is not installed ({error}); install edge-colbert from a "
+                "checkout with pip install -e '.[export]'"
+            ) from error
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _configure_logging(verbose: int, quiet: bool) -> tuple[logging.Logger, logging.Handler]:
+    """Send the package's log records to stderr as one plain line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    package = logging.getLogger("edge_colbert")
+    package.addHandler(handler)
+    if quiet:
+        package.setLevel(logging.ERROR)
+    else:
+        package.setLevel(
+            logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+        )
+    return package, handler
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        text = f"{error.filename}: {error.strerror}"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``edge-colbert`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command != "export":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as stop:  # --help, --version and usage errors
+        return stop.code if isinstance(stop.code, int) else 2
+    args.extra = extra
+    package, handler = _configure_logging(args.verbose, args.quiet)
+    try:
+        func: Command = args.func
+        return func(args)
+    except KeyboardInterrupt:
+        _warn(f"{PROG}: interrupted")
+        return 130
+    except SystemExit as stop:  # the export step's own argument parser
+        return stop.code if isinstance(stop.code, int) else 2
+    except BrokenPipeError:
+        # The reader (`| head`) went away: stop quietly, and keep Python from complaining
+        # about the broken stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except (EdgeColbertError, OSError, sqlite3.Error) as error:
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        _warn(f"{PROG}: error: {_one_line(error)}")
+        return 1
+    finally:
+        package.removeHandler(handler)

@@ -1,0 +1,652 @@
+"""The :class:`Index`: add, search and delete documents in one SQLite file.
+
+It ties the parts together: the :class:`~edge_colbert.encoder.Encoder` makes token vectors,
+:mod:`~edge_colbert.quantize` stores them as int8, :class:`~edge_colbert.store.Store` keeps
+them in SQLite, :class:`~edge_colbert.prefilter.Prefilter` narrows a search to candidate
+documents and :mod:`~edge_colbert.maxsim` ranks them exactly.
+
+Centroids. A small collection is searched exhaustively: below :data:`TRAIN_TOKENS` stored
+tokens an exact scan reads under 600 KB and costs a few milliseconds, less than probing
+centroids, and k-means on so few tokens gives centroids too coarse to narrow anything.
+When the collection first reaches it, centroids are trained on a sample of the stored
+vectors and every document is posted under the centroids of its tokens. Later documents
+are posted under the existing centroids; once the collection holds more than
+:data:`RETRAIN_FACTOR` times the tokens the centroids were trained on, they are retrained
+and every document reposted, inside the transaction of the batch that crossed the line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_colbert.errors import InvalidInputError
+from edge_colbert.kmeans import kmeans, num_centroids
+from edge_colbert.maxsim import maxsim_int8_packed, maxsim_scores
+from edge_colbert.prefilter import DEFAULT_NPROBE, Prefilter, default_keep
+from edge_colbert.quantize import dequantize_int8, quantize_int8
+from edge_colbert.store import ModelInfo, NewDocument, PackedVectors, Store
+
+if TYPE_CHECKING:
+    from edge_colbert.encoder import Encoder
+
+__all__ = ["RETRAIN_FACTOR", "TRAIN_TOKENS", "Hit", "Index"]
+
+logger = logging.getLogger(__name__)
+
+TRAIN_TOKENS = 8192
+RETRAIN_FACTOR = 4
+# A filter that leaves this many tokens or fewer is scored exactly: cheaper than probing.
+EXACT_FILTER_TOKENS = 65536
+# Documents read from SQLite per exact-scoring step, so memory stays bounded.
+SCORE_DOCS = 1024
+DEFAULT_BATCH = 64
+# k-means sample cap: 131k tokens x 64 dims x 4 bytes = 32 MiB, ample for <= 65k centroids.
+SAMPLE_TOKENS = 1 << 17
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the document's id, its MaxSim score, its text and its metadata."""
+
+    id: str
+    score: float
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_id(value: Any, what: str) -> str:
+    """A document id as stored: a non-empty string (an int becomes its decimal text)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidInputError(
+            f"{what} is a {type(value).__name__} ({value!r}); ids must be strings or integers."
+        )
+    text = str(value)
+    if not text:
+        raise InvalidInputError(f"{what} is an empty string; give every document a non-empty id.")
+    _check_unicode(text, what)
+    return text
+
+
+def _check_unicode(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidInputError(
+            f"{what} holds a lone surrogate at character {error.start}, which is not valid "
+            "Unicode text; fix how the text was decoded."
+        ) from None
+
+
+def _metadata_json(value: Any, position: int) -> str:
+    """Metadata as compact JSON, or InvalidInputError naming the position."""
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(
+            f"metadata at position {position} is a {type(value).__name__}; it must be a dict "
+            "(or None)."
+        )
+    bad_key = next((key for key in value if not isinstance(key, str)), None)
+    if bad_key is not None:
+        raise InvalidInputError(
+            f"metadata at position {position} has the key {bad_key!r} "
+            f"({type(bad_key).__name__}); metadata keys must be strings."
+        )
+    try:
+        text = json.dumps(dict(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as error:
+        raise InvalidInputError(
+            f"metadata at position {position} is not JSON-serializable ({error}); use "
+            "strings, finite numbers, bools, None, lists and dicts."
+        ) from None
+    _check_unicode(text, f"metadata at position {position}")
+    return text
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise InvalidInputError(f"k must be a positive integer; got {k!r}.")
+    if k <= 0:
+        raise InvalidInputError(f"k must be at least 1; got {k}.")
+    return k
+
+
+def _check_text(text: Any, what: str) -> str:
+    if not isinstance(text, str):
+        raise InvalidInputError(f"{what} is a {type(text).__name__}; it must be a string.")
+    if not text.strip():
+        raise InvalidInputError(f"{what} is empty or only whitespace; there is nothing to encode.")
+    _check_unicode(text, what)
+    return text
+
+
+def _top(
+    rowids: npt.NDArray[np.int64], scores: npt.NDArray[np.float32], k: int
+) -> list[tuple[int, float]]:
+    """The best ``k`` (rowid, score), by score then rowid (deterministic ties)."""
+    order = np.lexsort((rowids, -scores.astype(np.float64)))[:k]
+    return [(int(rowids[i]), float(scores[i])) for i in order]
+
+
+class Index:
+    """A ColBERT index in one SQLite file.
+
+    Args:
+        path: the index file; created when absent (unless ``readonly``).
+        encoder: the model; ``None`` uses the bundled default, loaded only when something
+            must be encoded (so ``info``, ``get`` and ``delete`` need no model).
+        readonly: open with SQLite's ``mode=ro``, e.g. from a second process; writes raise
+            :class:`~edge_colbert.errors.IndexFileError`.
+        timeout: seconds to wait for another writer before
+            :class:`~edge_colbert.errors.IndexBusyError`.
+        nprobe: centroids probed per query token (default
+            :data:`~edge_colbert.prefilter.DEFAULT_NPROBE`).
+        keep: candidates kept after pruning (default ``default_keep(k)``).
+        train_tokens: stored tokens at which centroids are first trained.
+
+    Raises:
+        IndexFileError: the path is not an edge-colbert index (see :class:`Store`).
+        ModelMismatchError: the file was written by another model.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        encoder: Encoder | None = None,
+        readonly: bool = False,
+        timeout: float = 30.0,
+        nprobe: int | None = None,
+        keep: int | None = None,
+        train_tokens: int = TRAIN_TOKENS,
+    ) -> None:
+        path = Path(path)
+        new_file = not path.exists() or (path.is_file() and path.stat().st_size == 0)
+        if encoder is None and new_file and not readonly:
+            encoder = _default_encoder()
+        self._encoder = encoder
+        self.nprobe = DEFAULT_NPROBE if nprobe is None else int(nprobe)
+        self.keep = keep
+        self.train_tokens = int(train_tokens)
+        if self.nprobe < 1 or (keep is not None and keep < 1) or self.train_tokens < 1:
+            raise InvalidInputError(
+                f"nprobe, keep and train_tokens must be >= 1; got {nprobe}, {keep}, {train_tokens}."
+            )
+        self._store = Store(path, model=_model_info(encoder), readonly=readonly, timeout=timeout)
+        self._prefilter: Prefilter | None = None
+        self._centroid_version = -1
+        self._load_prefilter()
+
+    # ---------------------------------------------------------------- plumbing
+
+    @property
+    def path(self) -> Path:
+        """The index file."""
+        return self._store.path
+
+    @property
+    def readonly(self) -> bool:
+        """Whether the index was opened read-only."""
+        return self._store.readonly
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder; the bundled default is loaded (and checked) on first use."""
+        if self._encoder is None:
+            encoder = _default_encoder()
+            self._store.check_model(_required_info(encoder))
+            self._encoder = encoder
+        return self._encoder
+
+    def _id_dtype(self) -> str:
+        return self._store.meta().get("centroid_ids", "uint32")
+
+    def _load_prefilter(self) -> None:
+        """(Re)build centroids and postings from the file."""
+        stored = self._store.centroids()
+        if stored is None:
+            self._prefilter, self._centroid_version = None, 0
+            return
+        version, blob = stored
+        prefilter = Prefilter.from_bytes(blob, self._store.dim)
+        rowids, lists = self._store.doc_centroids(self._id_dtype())
+        prefilter.set_postings(rowids, lists)
+        self._prefilter, self._centroid_version = prefilter, version
+
+    def _refresh(self) -> None:
+        """Reload the postings when another connection committed since we last looked."""
+        if self._store.changed_elsewhere():
+            logger.debug("%s changed in another connection; reloading postings", self.path)
+            self._load_prefilter()
+
+    # -------------------------------------------------------------------- add
+
+    def add(
+        self,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str | int] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> list[str]:
+        """Encode and store documents; an id already stored is replaced (upsert).
+
+        Everything is checked, then encoded (``batch_size`` texts per encoder call, each
+        quantized to int8 at once), before the write lock is taken; the whole call is then
+        written in one transaction: after a crash it is all there or not there at all.
+
+        Returns:
+            The ids, in the order of ``texts`` (new uuid4 hex ids where ``ids`` is None).
+
+        Raises:
+            InvalidInputError: a text is empty or not a string, ids or metadata do not match
+                ``texts`` in length, an id repeats, or metadata is not a JSON dict.
+            IndexFileError: the index is read-only.
+            IndexBusyError, StorageFullError: from the write (that batch is rolled back).
+        """
+        self._store.check_writable()
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+            raise InvalidInputError(
+                f"texts must be a list of strings; got a {type(texts).__name__}. Wrap a single "
+                "text in a list: add([text])."
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer; got {batch_size!r}.")
+        clean = [_check_text(t, f"text at position {i}") for i, t in enumerate(texts)]
+        doc_ids = self._ids_for(ids, len(clean))
+        metas = self._metadata_for(metadata, len(clean))
+        self._write(clean, doc_ids, metas, batch_size)
+        return doc_ids
+
+    @staticmethod
+    def _ids_for(ids: Sequence[str | int] | None, count: int) -> list[str]:
+        if ids is None:
+            return [uuid.uuid4().hex for _ in range(count)]
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+            raise InvalidInputError(f"ids must be a list; got a {type(ids).__name__}.")
+        if len(ids) != count:
+            raise InvalidInputError(f"{count} texts but {len(ids)} ids; pass one id per text.")
+        doc_ids = [_as_id(value, f"id at position {i}") for i, value in enumerate(ids)]
+        seen: dict[str, int] = {}
+        for i, doc_id in enumerate(doc_ids):
+            if doc_id in seen:
+                raise InvalidInputError(
+                    f"the id {doc_id!r} appears twice in one batch (positions {seen[doc_id]} and "
+                    f"{i}); give each document its own id."
+                )
+            seen[doc_id] = i
+        return doc_ids
+
+    @staticmethod
+    def _metadata_for(metadata: Sequence[Mapping[str, Any] | None] | None, count: int) -> list[str]:
+        if metadata is None:
+            return ["{}"] * count
+        if isinstance(metadata, (str, bytes, Mapping)) or not isinstance(metadata, Sequence):
+            raise InvalidInputError(
+                f"metadata must be a list with one dict per text; got a {type(metadata).__name__}."
+            )
+        if len(metadata) != count:
+            raise InvalidInputError(
+                f"{count} texts but {len(metadata)} metadata entries; pass one dict per text."
+            )
+        return [_metadata_json(value, i) for i, value in enumerate(metadata)]
+
+    def _write(self, texts: list[str], ids: list[str], metas: list[str], batch_size: int) -> None:
+        """Encode and quantize (before the lock), then write everything in one transaction."""
+        if not texts:
+            return
+        quantized: list[tuple[npt.NDArray[np.int8], npt.NDArray[np.float16]]] = []
+        for start in range(0, len(texts), batch_size):
+            encoded = self.encoder.encode_documents(texts[start : start + batch_size])
+            quantized.extend(quantize_int8(v) for v in encoded)
+        store = self._store
+        with store.transaction() as conn:
+            self._refresh()
+            prefilter = self._prefilter
+            # Posted from the stored int8 vectors, exactly as retraining reposts them.
+            assigned = (
+                None
+                if prefilter is None
+                else [np.unique(prefilter.assign(dequantize_int8(c, s))) for c, s in quantized]
+            )
+            docs = [
+                NewDocument(
+                    id=doc_id,
+                    text=text,
+                    metadata_json=meta,
+                    codes=codes,
+                    scales=scales,
+                    centroids=None if assigned is None else assigned[i],
+                )
+                for i, (doc_id, text, meta, (codes, scales)) in enumerate(
+                    zip(ids, texts, metas, quantized, strict=True)
+                )
+            ]
+            replaced, added = store.insert(conn, docs, self._id_dtype())
+            retrained = self._maybe_train(conn)
+        # Only now, after the commit, does memory follow the file.
+        if retrained is not None:
+            self._prefilter, self._centroid_version = retrained
+        elif prefilter is not None and assigned is not None:
+            prefilter.discard(replaced)
+            prefilter.add_postings(np.asarray(added, dtype=np.int64), assigned)
+
+    def _maybe_train(self, conn: Any) -> tuple[Prefilter, int] | None:
+        """Train or retrain the centroids inside the open transaction when it is time."""
+        tokens = self._store.token_count()
+        trained_on = int(self._store.meta().get("trained_on_tokens", "0"))
+        if self._prefilter is None:
+            if tokens < self.train_tokens:
+                return None
+        elif tokens <= RETRAIN_FACTOR * trained_on:
+            return None
+        version = self._centroid_version + 1
+        prefilter = train_prefilter(self._store, conn, tokens, version)
+        logger.info(
+            "trained %d centroids on %d tokens (version %d)",
+            prefilter.num_centroids,
+            tokens,
+            version,
+        )
+        return prefilter, version
+
+    # ----------------------------------------------------------------- search
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        where: Mapping[str, Any] | None = None,
+        exhaustive: bool = False,
+    ) -> list[Hit]:
+        """The ``k`` documents of highest MaxSim with ``query``.
+
+        Args:
+            query: the question, a non-empty string.
+            k: how many hits, at least 1.
+            where: metadata equality filter: ``{"key": value}``, a list or tuple value
+                meaning "any of these"; keys are top-level metadata keys.
+            exhaustive: score every (matching) document instead of the prefilter's
+                candidates.
+
+        Raises:
+            InvalidInputError: empty query, ``k < 1``, or a filter it cannot apply.
+        """
+        _check_text(query, "the query")
+        k = _check_k(k)
+        vectors = self.encoder.encode_queries([query])[0]
+        return self.search_vectors(vectors, k, where=where, exhaustive=exhaustive)
+
+    def search_vectors(
+        self,
+        query_vectors: npt.ArrayLike,
+        k: int = 10,
+        *,
+        where: Mapping[str, Any] | None = None,
+        exhaustive: bool = False,
+    ) -> list[Hit]:
+        """:meth:`search` for query token vectors already encoded (``[Tq, dim]`` float)."""
+        k = _check_k(k)
+        query = np.asarray(query_vectors)
+        if query.ndim != 2 or not np.issubdtype(query.dtype, np.floating):
+            raise InvalidInputError(
+                f"query vectors must be a float array [tokens, dim]; got dtype {query.dtype}, "
+                f"shape {query.shape}."
+            )
+        if query.shape[1] != self._store.dim:
+            raise InvalidInputError(
+                f"query vectors have {query.shape[1]} dimensions but the index holds "
+                f"{self._store.dim}-d vectors; encode the query with the index's model."
+            )
+        if not np.isfinite(query).all():
+            raise InvalidInputError("query vectors hold NaN or infinity.")
+        query = np.ascontiguousarray(query, dtype=np.float32)
+        if where is not None and not isinstance(where, Mapping):
+            raise InvalidInputError(
+                f"where must be a dict of metadata key -> value; got {type(where).__name__}."
+            )
+        with self._store.snapshot():
+            self._refresh()
+            ranked = self._rank(query, k, where or None, exhaustive)
+            docs = self._store.documents([rowid for rowid, _ in ranked])
+        return [
+            Hit(docs[rowid].id, score, docs[rowid].text, docs[rowid].metadata)
+            for rowid, score in ranked
+            if rowid in docs
+        ]
+
+    def _rank(
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        where: Mapping[str, Any] | None,
+        exhaustive: bool,
+    ) -> list[tuple[int, float]]:
+        prefilter = self._prefilter
+        allowed: npt.NDArray[np.int64] | None = None
+        if where is not None:
+            allowed, tokens = self._store.filter(where)
+            if allowed.size == 0:
+                return []
+            if exhaustive or prefilter is None or tokens <= EXACT_FILTER_TOKENS:
+                return self._score(query, allowed, k)
+        if exhaustive or prefilter is None:
+            return self._score_all(query, k)
+        candidates = prefilter.candidates(query, nprobe=self.nprobe)
+        if allowed is not None:
+            candidates = np.intersect1d(candidates, allowed, assume_unique=True)
+        wanted = min(k, allowed.size if allowed is not None else self._store.count())
+        if candidates.size < wanted:
+            # Too few candidates to fill k: the exact answer is cheap to get and complete.
+            return (
+                self._score(query, allowed, k) if allowed is not None else self._score_all(query, k)
+            )
+        keep = self.keep if self.keep is not None else default_keep(min(k, 1 << 20))
+        return self._score(query, prefilter.prune(query, candidates, keep=keep), k)
+
+    def _score_pack(self, query: npt.NDArray[np.float32], pack: PackedVectors) -> Any:
+        return maxsim_int8_packed(query, pack.codes, pack.scales, pack.offsets)
+
+    def _score(
+        self, query: npt.NDArray[np.float32], rowids: npt.NDArray[np.int64], k: int
+    ) -> list[tuple[int, float]]:
+        """Exact MaxSim over the given documents, read in bounded chunks."""
+        found_ids: list[npt.NDArray[np.int64]] = []
+        found_scores: list[npt.NDArray[np.float32]] = []
+        ordered = np.sort(rowids)
+        for start in range(0, ordered.size, SCORE_DOCS):
+            pack = self._store.vectors(ordered[start : start + SCORE_DOCS].tolist())
+            found_ids.append(pack.rowids)
+            found_scores.append(self._score_pack(query, pack))
+        return self._merge(found_ids, found_scores, k)
+
+    def _score_all(self, query: npt.NDArray[np.float32], k: int) -> list[tuple[int, float]]:
+        found_ids: list[npt.NDArray[np.int64]] = []
+        found_scores: list[npt.NDArray[np.float32]] = []
+        for pack in self._store.iter_vectors():
+            found_ids.append(pack.rowids)
+            found_scores.append(self._score_pack(query, pack))
+        return self._merge(found_ids, found_scores, k)
+
+    @staticmethod
+    def _merge(
+        ids: list[npt.NDArray[np.int64]], scores: list[npt.NDArray[np.float32]], k: int
+    ) -> list[tuple[int, float]]:
+        if not ids:
+            return []
+        return _top(np.concatenate(ids), np.concatenate(scores), k)
+
+    def rerank(self, query: str, texts: Sequence[str]) -> list[tuple[int, float]]:
+        """Score ``texts`` against ``query`` with full-precision MaxSim; nothing is stored.
+
+        Returns:
+            ``(position in texts, score)`` pairs, best first (ties by position).
+        """
+        _check_text(query, "the query")
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+            raise InvalidInputError(f"texts must be a list of strings; got {type(texts).__name__}.")
+        clean = [_check_text(t, f"text at position {i}") for i, t in enumerate(texts)]
+        if not clean:
+            return []
+        q = self.encoder.encode_queries([query])[0]
+        scores = maxsim_scores(q, self.encoder.encode_documents(clean))
+        return _top(np.arange(len(clean), dtype=np.int64), scores, len(clean))
+
+    # ------------------------------------------------------------ read & delete
+
+    def delete(self, ids: str | int | Iterable[str | int]) -> int:
+        """Delete documents by id (one id or several); returns how many were removed.
+
+        Unknown ids are ignored, so deleting twice is harmless.
+        """
+        self._store.check_writable()
+        if isinstance(ids, (str, int)):
+            ids = [ids]
+        if isinstance(ids, (bytes, Mapping)) or not isinstance(ids, Iterable):
+            raise InvalidInputError(
+                f"ids must be an id or a list of ids; got {type(ids).__name__}."
+            )
+        doomed = list(dict.fromkeys(_as_id(v, f"id at position {i}") for i, v in enumerate(ids)))
+        if not doomed:
+            return 0
+        with self._store.transaction() as conn:
+            self._refresh()
+            removed = self._store.delete(conn, doomed)
+        if self._prefilter is not None:
+            self._prefilter.discard(removed)
+        return len(removed)
+
+    def get(self, doc_id: str | int) -> Hit | None:
+        """The stored document with this id (score NaN), or None."""
+        stored = self._store.get(_as_id(doc_id, "the id"))
+        if stored is None:
+            return None
+        return Hit(stored.id, math.nan, stored.text, stored.metadata)
+
+    def metadata(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every (id, metadata) pair, in insertion order."""
+        yield from self._store.metadata()
+
+    def __len__(self) -> int:
+        return self._store.count()
+
+    def __contains__(self, doc_id: object) -> bool:
+        try:
+            key = _as_id(doc_id, "the id")
+        except InvalidInputError:
+            return False
+        return self._store.contains(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._store.ids()
+
+    def info(self) -> dict[str, Any]:
+        """Figures about the index: documents, tokens, model, size on disk, centroids."""
+        meta = self._store.meta()
+        tokens = self._store.token_count()
+        size = self._store.size_bytes()
+        return {
+            "documents": self._store.count(),
+            "tokens": tokens,
+            "model": meta.get("model_identity", ""),
+            "model_name": meta.get("model_name", ""),
+            "dim": self._store.dim,
+            "size_bytes": size,
+            "bytes_per_token": round(size / tokens, 2) if tokens else None,
+            "centroids": self._prefilter.num_centroids if self._prefilter else 0,
+            "centroid_version": int(meta.get("centroid_version", "0")),
+            "trained_on_tokens": int(meta.get("trained_on_tokens", "0")),
+            "schema_version": int(meta.get("schema_version", "0")),
+        }
+
+    def close(self) -> None:
+        """Close the file."""
+        self._store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Index({str(self.path)!r}, readonly={self.readonly})"
+
+
+def _default_encoder() -> Encoder:
+    from edge_colbert.encoder import Encoder
+
+    return Encoder()
+
+
+def _model_info(encoder: Encoder | None) -> ModelInfo | None:
+    return None if encoder is None else _required_info(encoder)
+
+
+def _required_info(encoder: Encoder) -> ModelInfo:
+    return ModelInfo(identity=encoder.identity, name=encoder.manifest.name, dim=encoder.dim)
+
+
+def _unique_per_document(
+    labels: npt.NDArray[np.uint32], offsets: npt.NDArray[np.int64], n_centroids: int
+) -> list[npt.NDArray[np.uint32]]:
+    """Each document's sorted unique centroid ids, from the labels of its packed tokens."""
+    lengths = np.diff(offsets)
+    doc = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
+    keys = np.unique(doc * n_centroids + labels.astype(np.int64))
+    owner = keys // n_centroids
+    bounds = np.searchsorted(owner, np.arange(lengths.size + 1))
+    values = (keys % n_centroids).astype(np.uint32)
+    return [values[bounds[i] : bounds[i + 1]] for i in range(lengths.size)]
+
+
+def train_prefilter(store: Store, conn: Any, tokens: int, version: int) -> Prefilter:
+    """Train centroids on the stored vectors and repost every document, in ``conn``'s
+    open transaction.
+
+    k-means runs on a seeded sample of at most :data:`SAMPLE_TOKENS` stored (dequantized)
+    token vectors, with :func:`~edge_colbert.kmeans.num_centroids` centroids for ``tokens``.
+    """
+    rng = np.random.default_rng(version)
+    fraction = min(1.0, SAMPLE_TOKENS / max(tokens, 1))
+    parts: list[npt.NDArray[np.float32]] = []
+    for pack in store.iter_vectors():
+        vectors = dequantize_int8(pack.codes, pack.scales)
+        parts.append(vectors if fraction >= 1.0 else vectors[rng.random(len(vectors)) < fraction])
+    prefilter = Prefilter(kmeans(np.concatenate(parts), num_centroids(tokens), seed=version))
+    id_dtype = "uint16" if prefilter.num_centroids <= 1 << 16 else "uint32"
+    rowids: list[int] = []
+    lists: list[npt.NDArray[np.uint32]] = []
+    for pack in store.iter_vectors():
+        labels = prefilter.assign(dequantize_int8(pack.codes, pack.scales))
+        lists.extend(_unique_per_document(labels, pack.offsets, prefilter.num_centroids))
+        rowids.extend(pack.rowids.tolist())
+    store.set_doc_centroids(conn, rowids, lists, id_dtype)
+    store.set_centroids(conn, version, prefilter.save_centroids())
+    store.set_meta(
+        conn,
+        {
+            "centroid_version": str(version),
+            "trained_on_tokens": str(tokens),
+            "centroid_ids": id_dtype,
+        },
+    )
+    prefilter.set_postings(np.asarray(rowids, dtype=np.int64), lists)
+    return prefilter

@@ -1,0 +1,118 @@
+"""Parity of exported model folders with the reference (PyLate), family by family.
+
+Each test builds a tiny seeded checkpoint, exports it, and compares the runtime Encoder's
+vectors with ``pylate.models.ColBERT`` on the same folder: fp32 token for token, int8 by
+ranking.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="export tests need the export extra (torch)")
+pytest.importorskip("transformers", reason="export tests need the export extra (transformers)")
+pylate_models = pytest.importorskip("pylate.models", reason="parity needs pylate==1.6.0")
+
+import export_fixtures as fx  # noqa: E402
+
+from edge_colbert.encoder import Encoder  # noqa: E402
+from edge_colbert.errors import ExportError  # noqa: E402
+from edge_colbert.manifest import load_manifest  # noqa: E402
+from export import export_model  # noqa: E402
+from export.verify import maxsim, ranking_kept, token_cosines  # noqa: E402
+
+pytestmark = pytest.mark.export
+logging.getLogger("onnxruntime").setLevel(logging.WARNING)
+
+
+def _reference(folder: Path, language: str | None = None) -> tuple[list[Any], list[Any]]:
+    model = pylate_models.ColBERT(str(folder), device="cpu")
+    if language is not None:
+        model[0].auto_model.set_default_language(language)
+    queries = model.encode(fx.QUERIES, is_query=True)
+    docs = model.encode(fx.DOCUMENTS, is_query=False)
+    return [np.asarray(q) for q in queries], [np.asarray(d) for d in docs]
+
+
+def _assert_parity(folder: Path, out: Path, language: str | None = None) -> None:
+    ref_q, ref_d = _reference(folder, language)
+    encoder = Encoder(out, providers=["CPUExecutionProvider"], threads=1, language=language)
+    got_q = encoder.encode_queries(fx.QUERIES)
+    got_d = encoder.encode_documents(fx.DOCUMENTS)
+    assert [q.shape for q in got_q] == [q.shape for q in ref_q]
+    assert [d.shape for d in got_d] == [d.shape for d in ref_d]
+    assert token_cosines(ref_q, got_q, "query") > 0.999
+    assert token_cosines(ref_d, got_d, "document") > 0.999
+
+
+BUILDERS = {
+    "stanford-bert": lambda p: fx.make_stanford(p),
+    "pylate-bert": lambda p: fx.make_pylate(p, "bert"),
+    "pylate-modernbert": lambda p: fx.make_pylate(p, "modernbert"),
+    "pylate-xlm-roberta": lambda p: fx.make_pylate(p, "xlm-roberta"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(BUILDERS))
+def test_fp32_export_matches_pylate(family: str, tmp_path: Path) -> None:
+    folder = BUILDERS[family](tmp_path / family)
+    out = export_model(folder, tmp_path / "out", dim="native", quantize="none")
+    _assert_parity(folder, out)
+    manifest = load_manifest(out)
+    assert manifest.quantization == "none"
+    assert manifest.dim == 24
+
+
+def test_stanford_settings_come_from_artifact_metadata(tmp_path: Path) -> None:
+    folder = fx.make_stanford(tmp_path / "st")
+    out = export_model(folder, tmp_path / "out", dim="native", quantize="none")
+    m = load_manifest(out)
+    assert (m.query_maxlen, m.doc_maxlen) == (16, 48)
+    assert m.query_marker.token_id == 1 and m.document_marker.token_id == 2  # [unused0/1]
+    assert m.source_format == "stanford"
+    assert 1012 in m.skiplist_ids  # "."
+
+
+def test_xmod_language_input_matches_pylate_per_language(tmp_path: Path) -> None:
+    folder = fx.make_pylate(tmp_path / "xmod", "xmod")
+    out = export_model(folder, tmp_path / "out", dim="native", quantize="none")
+    manifest = load_manifest(out)
+    assert manifest.languages == ("en_XX", "de_DE")
+    assert manifest.language_input == "language"
+    _assert_parity(folder, out, language="en_XX")
+    _assert_parity(folder, out, language="de_DE")
+
+
+def test_remote_code_needs_the_flag(tmp_path: Path) -> None:
+    folder = fx.make_remote(tmp_path / "remote")
+    with pytest.raises(ExportError, match="--trust-remote-code"):
+        export_model(folder, tmp_path / "out", dim="native", quantize="none")
+    assert not (tmp_path / "out").exists()
+    out = export_model(
+        folder, tmp_path / "out", dim="native", quantize="none", trust_remote_code=True
+    )
+    encoder = Encoder(out, providers=["CPUExecutionProvider"], threads=1)
+    assert encoder.encode_queries(fx.QUERIES[:1])[0].shape == (16, 24)
+
+
+def test_int8_keeps_the_reference_ranking(tmp_path: Path) -> None:
+    folder = fx.make_pylate(tmp_path / "pl", "bert")
+    out = export_model(folder, tmp_path / "out", dim="native", quantize="int8")
+    assert load_manifest(out).quantization == "int8"
+    ref_q, ref_d = _reference(folder)
+    encoder = Encoder(out, providers=["CPUExecutionProvider"], threads=1)
+    got = maxsim(encoder.encode_queries(fx.QUERIES), encoder.encode_documents(fx.DOCUMENTS))
+    kept, why = ranking_kept(maxsim(ref_q, ref_d), got)
+    assert kept, why
+
+
+def test_unknown_format_lists_supported_formats(tmp_path: Path) -> None:
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "weights.bin").write_bytes(b"\0" * 10)
+    with pytest.raises(ExportError, match="Stanford ColBERT"):
+        export_model(tmp_path / "junk", tmp_path / "out")

@@ -1,0 +1,176 @@
+"""Prefilter: exact assignment, candidates, incremental postings, pruning, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_colbert.errors import InvalidInputError
+from edge_colbert.kmeans import kmeans, num_centroids
+from edge_colbert.maxsim import maxsim_scores
+from edge_colbert.prefilter import DEFAULT_NPROBE, Prefilter, default_keep
+
+DIM = 32
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _collection(n_docs: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Topic-clustered documents (terms + context noise + a shared [CLS]) and queries."""
+    rng = np.random.default_rng(seed)
+    terms = _unit(rng.standard_normal((600, DIM)))
+    topics = [rng.choice(600, 40, replace=False) for _ in range(60)]
+    cls = _unit(rng.standard_normal(DIM))
+    docs, doc_topic = [], rng.integers(0, 60, n_docs)
+    for t in doc_topic:
+        ids = rng.choice(topics[t], int(rng.integers(8, 40)))
+        vecs = _unit(terms[ids] + 0.25 * rng.standard_normal((ids.size, DIM)) / np.sqrt(DIM) * 2)
+        docs.append(np.vstack([cls[None], vecs]))
+    queries = []
+    for target in rng.choice(n_docs, 20, replace=False):
+        picks = docs[target][1 + rng.choice(docs[target].shape[0] - 1, 4)]
+        real = _unit(picks + 0.2 * rng.standard_normal(picks.shape) / np.sqrt(DIM) * 2)
+        masks = _unit(real.mean(0) + 0.1 * rng.standard_normal((8, DIM)))
+        queries.append(np.vstack([cls[None], real, masks]))
+    return docs, queries
+
+
+@pytest.fixture(scope="module")
+def built() -> tuple[Prefilter, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    docs, queries = _collection(1500)
+    tokens = np.concatenate(docs)
+    sample = tokens[np.random.default_rng(1).choice(tokens.shape[0], 8000, replace=False)]
+    centroids = kmeans(sample, num_centroids(tokens.shape[0]), iterations=3, seed=0)
+    pre = Prefilter(centroids)
+    cents = [np.unique(pre.assign(d)) for d in docs]
+    pre.set_postings(np.arange(len(docs)), cents)
+    return pre, docs, queries, cents
+
+
+def test_assign_is_exact(built: tuple[Prefilter, list, list, list]) -> None:
+    pre, docs, _, _ = built
+    tokens = np.concatenate(docs[:50])
+    got = pre.assign(tokens)
+    assert got.dtype == np.uint32 and got.shape == (tokens.shape[0],)
+    want = [int(np.argmax([float(t @ c) for c in pre.centroids])) for t in tokens[:200]]
+    assert got[:200].tolist() == want
+    np.testing.assert_array_equal(got, np.argmax(tokens @ pre.centroids.T, axis=1))
+
+
+def test_probe_finds_nearest_centroids(built: tuple[Prefilter, list, list, list]) -> None:
+    pre, _, queries, _ = built
+    probes = pre.probe(queries[0], 4)
+    assert probes.shape == (queries[0].shape[0], 4) and probes.dtype == np.uint32
+    exact = np.argsort(-(queries[0] @ pre.centroids.T), axis=1)[:, :4]
+    recall = np.mean([len(set(a) & set(b)) / 4 for a, b in zip(probes, exact, strict=True)])
+    assert recall >= 0.95
+    assert pre.probe(queries[0], 10**6).shape[1] == pre.num_centroids
+
+
+def test_candidates_contain_exhaustive_top(built: tuple[Prefilter, list, list, list]) -> None:
+    pre, docs, queries, _ = built
+    for q in queries:
+        cand = pre.candidates(q, nprobe=DEFAULT_NPROBE)
+        assert cand.dtype == np.int64 and np.all(np.diff(cand) > 0)
+        top = np.argsort(-maxsim_scores(q, docs))[:10]
+        assert set(top.tolist()) <= set(cand.tolist())
+
+
+def test_prune_keeps_exhaustive_top10_at_defaults(
+    built: tuple[Prefilter, list, list, list],
+) -> None:
+    pre, docs, queries, _ = built
+    keep = default_keep(10)
+    assert keep < len(docs)  # otherwise pruning would not be exercised
+    overlaps = []
+    for q in queries:
+        cand = pre.candidates(q, nprobe=DEFAULT_NPROBE)
+        kept = pre.prune(q, cand, keep=keep)
+        assert kept.shape[0] == min(keep, cand.shape[0])
+        scores = maxsim_scores(q, [docs[i] for i in kept])
+        got = set(kept[np.argsort(-scores)[:10]].tolist())
+        want = set(np.argsort(-maxsim_scores(q, docs))[:10].tolist())
+        overlaps.append(len(got & want) / 10)
+    assert np.mean(overlaps) >= 0.95
+
+
+def test_prune_depth_approximates_exact_centroid_interaction(
+    built: tuple[Prefilter, list, list, list],
+) -> None:
+    pre, _, queries, cents = built
+    q = queries[3]
+    rows = np.arange(0, 1500, 7)
+    full = pre.centroid_scores(q, rows, depth=pre.num_centroids)
+    qc = q @ pre.centroids.T
+    want = [qc[:, cents[r]].max(axis=1).sum() for r in rows]
+    np.testing.assert_allclose(full, want, rtol=1e-5)
+    # A shallower depth only ever over-estimates (missing terms get an upper bound).
+    shallow = pre.centroid_scores(q, rows, depth=8)
+    assert np.all(shallow >= full - 1e-5)
+
+
+def test_incremental_add_and_discard_equal_a_rebuild(
+    built: tuple[Prefilter, list, list, list],
+) -> None:
+    pre, _, queries, cents = built
+    inc = Prefilter(pre.centroids)
+    rowids = np.arange(1500) * 3 + 10
+    inc.add_postings(rowids[:700], cents[:700])
+    inc.add_postings(rowids[900:], cents[900:])
+    inc.add_postings(rowids[700:900], cents[700:900])  # out-of-order rowids merge in
+    inc.add_postings(rowids[5:6], [cents[6]])  # re-adding a rowid replaces it
+    gone = rowids[100:400]
+    inc.discard(np.concatenate([gone, [10**9]]))  # an unknown rowid is ignored
+    left = np.setdiff1d(np.arange(1500), np.arange(100, 400))
+    ref_cents = list(cents)
+    ref_cents[5] = cents[6]
+    ref = Prefilter(pre.centroids)
+    ref.set_postings(rowids[left], [ref_cents[i] for i in left])
+    assert inc.num_postings == ref.num_postings and inc.num_documents == ref.num_documents
+    for c in range(inc.num_centroids):
+        np.testing.assert_array_equal(inc.postings(c), ref.postings(c))
+    for q in queries[:5]:
+        np.testing.assert_array_equal(inc.candidates(q, nprobe=4), ref.candidates(q, nprobe=4))
+        cand = inc.candidates(q, nprobe=4)
+        np.testing.assert_array_equal(inc.prune(q, cand, keep=50), ref.prune(q, cand, keep=50))
+        assert not set(cand.tolist()) & set(gone.tolist())
+
+
+def test_prune_small_sets_and_unknown_rows(built: tuple[Prefilter, list, list, list]) -> None:
+    pre, _, queries, _ = built
+    assert pre.prune(queries[0], np.array([5, 3, 3]), keep=10).tolist() == [3, 5]
+    # Rows that were never posted rank last.
+    kept = pre.prune(queries[0], np.array([10**7, 10**7 + 1, 0, 1]), keep=2)
+    assert kept.tolist() == [0, 1]
+    with pytest.raises(InvalidInputError, match="keep"):
+        pre.prune(queries[0], np.arange(5), keep=0)
+
+
+def test_save_and_from_bytes_round_trip(built: tuple[Prefilter, list, list, list]) -> None:
+    pre, _, queries, _ = built
+    blob = pre.save_centroids()
+    assert len(blob) == pre.num_centroids * DIM * 4
+    again = Prefilter.from_bytes(blob, DIM)
+    np.testing.assert_array_equal(again.centroids, pre.centroids)
+    assert again.dim == DIM and again.num_postings == 0
+    np.testing.assert_array_equal(again.assign(queries[0]), pre.assign(queries[0]))
+    with pytest.raises(InvalidInputError, match="48-dim"):
+        Prefilter.from_bytes(blob[:-4], 48)
+
+
+def test_dimension_mismatch_names_both_numbers(built: tuple[Prefilter, list, list, list]) -> None:
+    pre, _, _, _ = built
+    wrong = np.ones((3, 64), dtype=np.float32)
+    for call in (pre.assign, lambda v: pre.probe(v, 2), lambda v: pre.candidates(v)):
+        with pytest.raises(InvalidInputError, match=r"64 dimensions.* 32"):
+            call(wrong)
+
+
+def test_bad_postings_raise(built: tuple[Prefilter, list, list, list]) -> None:
+    pre, _, _, _ = built
+    with pytest.raises(InvalidInputError, match=r"2 rowids but 1"):
+        pre.add_postings(np.array([1, 2]), [np.array([0], np.uint32)])
+    with pytest.raises(InvalidInputError, match=str(pre.num_centroids)):
+        pre.add_postings(np.array([1]), [np.array([pre.num_centroids], np.uint32)])
