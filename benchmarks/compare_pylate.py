@@ -75,7 +75,11 @@ def select(data: Dataset, n_docs: int | None, n_queries: int | None) -> Dataset:
 
 
 def _encoder(args: argparse.Namespace, model_dir: Path | None = None) -> Any:
-    """The edge-colbert encoder on the benchmark's thread count."""
+    """The edge-colbert encoder on the benchmark's thread count.
+
+    Phases call this before importing ``Index``: with onnxruntime 1.31 and usearch 2.26,
+    importing usearch first makes the onnxruntime import crash (SIGSEGV).
+    """
     from edge_colbert import Encoder
 
     return Encoder(model_dir or args.model, threads=args.threads)
@@ -123,9 +127,9 @@ def phase_parity(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
 
 def phase_edge_index(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
     """Index the documents through ``Index.add``: docs/s, tokens/s, size, peak memory."""
+    enc = _encoder(args)
     from edge_colbert import Index
 
-    enc = _encoder(args)
     enc.encode_documents(data.doc_texts[:8])  # warm-up: first-run allocations are not indexing
     db = args.work / "edge.db"
     db.unlink(missing_ok=True)
@@ -167,9 +171,9 @@ def _query_latencies(encode: Any, queries: list[str]) -> tuple[list[Any], list[f
 
 def phase_edge_search(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
     """Query encoding latency, prefilter and exhaustive search latency, nDCG, overlap."""
+    enc = _encoder(args)
     from edge_colbert import Index
 
-    enc = _encoder(args)
     qvecs, enc_times = _query_latencies(enc.encode_queries, data.query_texts)
     meter = common.PeakMeter()
     meter.start()

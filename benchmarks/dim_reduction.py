@@ -9,15 +9,24 @@ under ``/tmp`` (never in the repository) because encoding SciFact takes minutes 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import os
 import string
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.eval_scifact import DEFAULT_SCIFACT, evaluate, load_dataset
+from export.reduce import default_calibration_texts, fit_projection, pca_projection
 
 log = logging.getLogger(__name__)
 
@@ -157,14 +166,16 @@ def cached_ragged(name: str, build: Any) -> Ragged:
     return value
 
 
-def encode_scifact(model: MiniLM, data: Any, doc_maxlen: int = 256, query_maxlen: int = 32) -> dict[str, Any]:
+def encode_scifact(
+    model: MiniLM, data: Any, doc_maxlen: int = 256, query_maxlen: int = 32
+) -> dict[str, Any]:
     """Every encoding the measurement needs, from the cache where it exists."""
     out: dict[str, Any] = {}
     for marker in (False, True):
         key = f"docs-m{int(marker)}-{doc_maxlen}"
         dense_path = CACHE / f"dense-docs-{doc_maxlen}.npy"
 
-        def build(marker: bool = marker) -> Ragged:
+        def build(marker: bool = marker, dense_path: Path = dense_path) -> Ragged:
             ragged, dense = model.encode_documents(data.doc_texts, marker=marker, maxlen=doc_maxlen)
             if not marker:
                 CACHE.mkdir(parents=True, exist_ok=True)
@@ -252,9 +263,141 @@ def rerank_scores(
     with torch.inference_mode():
         for i, cand in enumerate(candidates):
             lengths = docs.lengths[cand]
-            rows = np.concatenate([np.arange(d_start[c], d_start[c] + n) for c, n in zip(cand, lengths)])
+            rows = np.concatenate(
+                [np.arange(d_start[c], d_start[c] + n) for c, n in zip(cand, lengths, strict=True)]
+            )
             qi = q[q_start[i] : q_start[i] + queries.lengths[i]]
             sims = (qi @ d[torch.from_numpy(rows)].T).numpy()
             starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
             out[i] = np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
     return out
+
+
+def _run_from(
+    data: Any, candidates: np.ndarray, scores: np.ndarray, k: int = 100
+) -> dict[str, dict[str, float]]:
+    """A run (query id -> doc id -> score) from per-query candidate scores."""
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return {
+        qid: {data.doc_ids[candidates[i, j]]: float(scores[i, j]) for j in top[i]}
+        for i, qid in enumerate(data.query_ids)
+    }
+
+
+def _subset(ragged: Ragged, rows: np.ndarray) -> Ragged:
+    """The items ``rows`` of a ragged array."""
+    parts = ragged.split()
+    return _ragged([parts[i] for i in rows])
+
+
+def measure(args: argparse.Namespace) -> list[tuple[str, float]]:
+    """Run every configuration and return (label, nDCG@10) rows in table order."""
+    data = load_dataset(args.data)
+    model = MiniLM(threads=args.threads)
+    enc = encode_scifact(model, data, args.doc_maxlen, args.query_maxlen)
+    dense_q_path = CACHE / "dense-queries-256.npy"
+    if not dense_q_path.is_file():
+        np.save(dense_q_path, model.encode_dense_queries(data.query_texts))
+    dense_docs = np.load(CACHE / f"dense-docs-{args.doc_maxlen}.npy")
+    dense_scores = np.load(dense_q_path) @ dense_docs.T
+    # Every MaxSim configuration re-ranks the same pool, the dense model's top `depth`.
+    candidates = np.argsort(-dense_scores, axis=1, kind="stable")[:, : args.depth]
+    rows: list[tuple[str, float]] = []
+
+    def score(label: str, queries: Ragged, docs: Ragged, w: np.ndarray | None = None) -> float:
+        start = time.perf_counter()
+        value = evaluate(
+            _run_from(data, candidates, rerank_scores(queries, docs, candidates, w)), data.qrels
+        )
+        log.info("%s: nDCG@10 %.4f (%.0f s)", label, value, time.perf_counter() - start)
+        rows.append((label, value))
+        return value
+
+    dense_run = {
+        qid: {data.doc_ids[j]: float(dense_scores[i, j]) for j in candidates[i, :100]}
+        for i, qid in enumerate(data.query_ids)
+    }
+    rows.append(("(d) dense mean-pooled 384-d cosine", evaluate(dense_run, data.qrels)))
+    best: tuple[float, bool, bool] = (-1.0, False, False)
+    for marker in (False, True):
+        for expansion in (False, True):
+            docs = enc[f"docs-m{int(marker)}-{args.doc_maxlen}"]
+            queries = enc[f"queries-m{int(marker)}-e{int(expansion)}-{args.query_maxlen}"]
+            label = f"(a) 384-d MaxSim, markers {'yes' if marker else 'no'}, expansion " + (
+                "yes" if expansion else "no"
+            )
+            best = max(best, (score(label, queries, docs), marker, expansion))
+    _, marker, expansion = best
+    docs = enc[f"docs-m{int(marker)}-{args.doc_maxlen}"]
+    queries = enc[f"queries-m{int(marker)}-e{int(expansion)}-{args.query_maxlen}"]
+    chosen = f"markers {'yes' if marker else 'no'}, expansion {'yes' if expansion else 'no'}"
+
+    cal_q_texts, cal_d_texts = default_calibration_texts()
+    cal_q = model.encode_queries(
+        cal_q_texts, marker=marker, expansion=expansion, maxlen=args.query_maxlen
+    ).split()
+    cal_d = model.encode_documents(cal_d_texts, marker=marker, maxlen=args.doc_maxlen)[0].split()
+    start = time.perf_counter()
+    w_fit = fit_projection(cal_q, cal_d, args.dim, seed=0, steps=args.steps, threads=args.threads)
+    log.info("fit_projection took %.1f s", time.perf_counter() - start)
+    w_pca_cal = pca_projection(np.concatenate([*cal_q, *cal_d]), args.dim)
+    rng = np.random.default_rng(0)
+    corpus_sample = docs.vectors[rng.choice(len(docs.vectors), 200_000, replace=False)]
+    w_pca_corpus = pca_projection(corpus_sample.astype(np.float32), args.dim)
+    score(f"(b) PCA-{args.dim} fit on the calibration text, {chosen}", queries, docs, w_pca_cal)
+    score(
+        f"(b) PCA-{args.dim} fit on the SciFact corpus itself, {chosen}",
+        queries,
+        docs,
+        w_pca_corpus,
+    )
+    score(f"(c) fitted-{args.dim} on the calibration text, {chosen}", queries, docs, w_fit)
+
+    if args.check_queries:
+        # The re-ranking pool must not hide documents that exhaustive MaxSim would rank high.
+        picked = np.sort(rng.choice(len(data.query_ids), args.check_queries, replace=False))
+        full = maxsim_matrix(_subset(queries, picked), docs)
+        pooled = rerank_scores(_subset(queries, picked), docs, candidates[picked])
+        overlap = np.mean(
+            [
+                len(
+                    set(np.argsort(-full[r])[:10]) & set(candidates[i][np.argsort(-pooled[r])[:10]])
+                )
+                / 10
+                for r, i in enumerate(picked)
+            ]
+        )
+        rows.append(
+            (
+                f"top-10 overlap, pooled vs exhaustive 384-d MaxSim ({len(picked)} queries)",
+                float(overlap),
+            )
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure and print the table (markdown) that docs/dim-reduction.md reports."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=DEFAULT_SCIFACT)
+    parser.add_argument("--doc-maxlen", type=int, default=256)
+    parser.add_argument("--query-maxlen", type=int, default=32)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--depth", type=int, default=300, help="dense candidates re-ranked")
+    parser.add_argument("--check-queries", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    rows = measure(args)
+    full = max(v for label, v in rows if label.startswith("(a)"))
+    print("| configuration | nDCG@10 | vs best 384-d MaxSim |")
+    print("|---|---|---|")
+    for label, value in rows:
+        delta = "" if label.startswith("top-10") else f"{100 * (value / full - 1):+.2f}%"
+        print(f"| {label} | {value:.4f} | {delta} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,6 +21,10 @@ class IndexFileError(EdgeColbertError):
     schema this version cannot read."""
 
 
+class ReadOnlyIndexError(IndexFileError):
+    """A write (add, delete, migration) on an index opened with ``readonly=True``."""
+
+
 class ModelMismatchError(EdgeColbertError):
     """An index was written by one model and is being used with another."""
 

@@ -2,25 +2,16 @@
 
 It ties the parts together: the :class:`~edge_colbert.encoder.Encoder` makes token vectors,
 :mod:`~edge_colbert.quantize` stores them as int8, :class:`~edge_colbert.store.Store` keeps
-them in SQLite, :class:`~edge_colbert.prefilter.Prefilter` narrows a search to candidate
-documents and :mod:`~edge_colbert.maxsim` ranks them exactly.
-
-Centroids. A small collection is searched exhaustively: below :data:`TRAIN_TOKENS` stored
-tokens an exact scan reads under 600 KB and costs a few milliseconds, less than probing
-centroids, and k-means on so few tokens gives centroids too coarse to narrow anything.
-When the collection first reaches it, centroids are trained on a sample of the stored
-vectors and every document is posted under the centroids of its tokens. Later documents
-are posted under the existing centroids; once the collection holds more than
-:data:`RETRAIN_FACTOR` times the tokens the centroids were trained on, they are retrained
-and every document reposted, inside the transaction of the batch that crossed the line.
+them in SQLite, :class:`~edge_colbert.prefilter.Prefilter` (kept in step with the file by
+:class:`~edge_colbert.mirror.PrefilterMirror`) narrows a search to candidate documents and
+:mod:`~edge_colbert.maxsim` ranks them exactly. When centroids are trained is decided in
+:mod:`~edge_colbert.training`; input checks live in :mod:`~edge_colbert.validation`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,29 +21,36 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from edge_colbert import schema
 from edge_colbert.errors import InvalidInputError
-from edge_colbert.kmeans import kmeans, num_centroids
 from edge_colbert.maxsim import maxsim_int8_packed, maxsim_scores
+from edge_colbert.mirror import PrefilterMirror
 from edge_colbert.prefilter import DEFAULT_NPROBE, Prefilter, default_keep
 from edge_colbert.quantize import dequantize_int8, quantize_int8
 from edge_colbert.store import ModelInfo, NewDocument, PackedVectors, Store
+from edge_colbert.training import RETRAIN_FACTOR, TRAIN_TOKENS, train_prefilter, training_due
+from edge_colbert.validation import (
+    as_id,
+    check_k,
+    check_text,
+    ids_for,
+    metadata_for,
+)
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from edge_colbert.encoder import Encoder
 
 __all__ = ["RETRAIN_FACTOR", "TRAIN_TOKENS", "Hit", "Index"]
 
 logger = logging.getLogger(__name__)
 
-TRAIN_TOKENS = 8192
-RETRAIN_FACTOR = 4
 # A filter that leaves this many tokens or fewer is scored exactly: cheaper than probing.
 EXACT_FILTER_TOKENS = 65536
 # Documents read from SQLite per exact-scoring step, so memory stays bounded.
 SCORE_DOCS = 1024
 DEFAULT_BATCH = 64
-# k-means sample cap: 131k tokens x 64 dims x 4 bytes = 32 MiB, ample for <= 65k centroids.
-SAMPLE_TOKENS = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -63,72 +61,6 @@ class Hit:
     score: float
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def _as_id(value: Any, what: str) -> str:
-    """A document id as stored: a non-empty string (an int becomes its decimal text)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise InvalidInputError(
-            f"{what} is a {type(value).__name__} ({value!r}); ids must be strings or integers."
-        )
-    text = str(value)
-    if not text:
-        raise InvalidInputError(f"{what} is an empty string; give every document a non-empty id.")
-    _check_unicode(text, what)
-    return text
-
-
-def _check_unicode(text: str, what: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise InvalidInputError(
-            f"{what} holds a lone surrogate at character {error.start}, which is not valid "
-            "Unicode text; fix how the text was decoded."
-        ) from None
-
-
-def _metadata_json(value: Any, position: int) -> str:
-    """Metadata as compact JSON, or InvalidInputError naming the position."""
-    if value is None:
-        return "{}"
-    if not isinstance(value, Mapping):
-        raise InvalidInputError(
-            f"metadata at position {position} is a {type(value).__name__}; it must be a dict "
-            "(or None)."
-        )
-    bad_key = next((key for key in value if not isinstance(key, str)), None)
-    if bad_key is not None:
-        raise InvalidInputError(
-            f"metadata at position {position} has the key {bad_key!r} "
-            f"({type(bad_key).__name__}); metadata keys must be strings."
-        )
-    try:
-        text = json.dumps(dict(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as error:
-        raise InvalidInputError(
-            f"metadata at position {position} is not JSON-serializable ({error}); use "
-            "strings, finite numbers, bools, None, lists and dicts."
-        ) from None
-    _check_unicode(text, f"metadata at position {position}")
-    return text
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise InvalidInputError(f"k must be a positive integer; got {k!r}.")
-    if k <= 0:
-        raise InvalidInputError(f"k must be at least 1; got {k}.")
-    return k
-
-
-def _check_text(text: Any, what: str) -> str:
-    if not isinstance(text, str):
-        raise InvalidInputError(f"{what} is a {type(text).__name__}; it must be a string.")
-    if not text.strip():
-        raise InvalidInputError(f"{what} is empty or only whitespace; there is nothing to encode.")
-    _check_unicode(text, what)
-    return text
 
 
 def _top(
@@ -147,7 +79,7 @@ class Index:
         encoder: the model; ``None`` uses the bundled default, loaded only when something
             must be encoded (so ``info``, ``get`` and ``delete`` need no model).
         readonly: open with SQLite's ``mode=ro``, e.g. from a second process; writes raise
-            :class:`~edge_colbert.errors.IndexFileError`.
+            :class:`~edge_colbert.errors.ReadOnlyIndexError` (an ``IndexFileError``).
         timeout: seconds to wait for another writer before
             :class:`~edge_colbert.errors.IndexBusyError`.
         nprobe: centroids probed per query token (default
@@ -184,9 +116,7 @@ class Index:
                 f"nprobe, keep and train_tokens must be >= 1; got {nprobe}, {keep}, {train_tokens}."
             )
         self._store = Store(path, model=_model_info(encoder), readonly=readonly, timeout=timeout)
-        self._prefilter: Prefilter | None = None
-        self._centroid_version = -1
-        self._load_prefilter()
+        self._mirror = PrefilterMirror(self._store)
 
     # ---------------------------------------------------------------- plumbing
 
@@ -209,26 +139,20 @@ class Index:
             self._encoder = encoder
         return self._encoder
 
-    def _id_dtype(self) -> str:
-        return self._store.meta().get("centroid_ids", "uint32")
+    @property
+    def store(self) -> Store:
+        """The :class:`~edge_colbert.store.Store` under this index; ``index.store.connection``
+        is its SQLite connection (for PRAGMAs, tracing and inspection in tests and tools).
+        Writing through it behind the index's back leaves the in-memory postings stale."""
+        return self._store
 
-    def _load_prefilter(self) -> None:
-        """(Re)build centroids and postings from the file."""
-        stored = self._store.centroids()
-        if stored is None:
-            self._prefilter, self._centroid_version = None, 0
-            return
-        version, blob = stored
-        prefilter = Prefilter.from_bytes(blob, self._store.dim)
-        rowids, lists = self._store.doc_centroids(self._id_dtype())
-        prefilter.set_postings(rowids, lists)
-        self._prefilter, self._centroid_version = prefilter, version
+    @property
+    def _prefilter(self) -> Prefilter | None:
+        return self._mirror.prefilter
 
     def _refresh(self) -> None:
-        """Reload the postings when another connection committed since we last looked."""
-        if self._store.changed_elsewhere():
-            logger.debug("%s changed in another connection; reloading postings", self.path)
-            self._load_prefilter()
+        """Follow another connection's commits (incrementally where the centroids are the same)."""
+        self._mirror.refresh()
 
     # -------------------------------------------------------------------- add
 
@@ -252,7 +176,7 @@ class Index:
         Raises:
             InvalidInputError: a text is empty or not a string, ids or metadata do not match
                 ``texts`` in length, an id repeats, or metadata is not a JSON dict.
-            IndexFileError: the index is read-only.
+            ReadOnlyIndexError: the index was opened with ``readonly=True``.
             IndexBusyError, StorageFullError: from the write (that batch is rolled back).
         """
         self._store.check_writable()
@@ -263,44 +187,11 @@ class Index:
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer; got {batch_size!r}.")
-        clean = [_check_text(t, f"text at position {i}") for i, t in enumerate(texts)]
-        doc_ids = self._ids_for(ids, len(clean))
-        metas = self._metadata_for(metadata, len(clean))
+        clean = [check_text(t, f"text at position {i}") for i, t in enumerate(texts)]
+        doc_ids = ids_for(ids, len(clean))
+        metas = metadata_for(metadata, len(clean))
         self._write(clean, doc_ids, metas, batch_size)
         return doc_ids
-
-    @staticmethod
-    def _ids_for(ids: Sequence[str | int] | None, count: int) -> list[str]:
-        if ids is None:
-            return [uuid.uuid4().hex for _ in range(count)]
-        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-            raise InvalidInputError(f"ids must be a list; got a {type(ids).__name__}.")
-        if len(ids) != count:
-            raise InvalidInputError(f"{count} texts but {len(ids)} ids; pass one id per text.")
-        doc_ids = [_as_id(value, f"id at position {i}") for i, value in enumerate(ids)]
-        seen: dict[str, int] = {}
-        for i, doc_id in enumerate(doc_ids):
-            if doc_id in seen:
-                raise InvalidInputError(
-                    f"the id {doc_id!r} appears twice in one batch (positions {seen[doc_id]} and "
-                    f"{i}); give each document its own id."
-                )
-            seen[doc_id] = i
-        return doc_ids
-
-    @staticmethod
-    def _metadata_for(metadata: Sequence[Mapping[str, Any] | None] | None, count: int) -> list[str]:
-        if metadata is None:
-            return ["{}"] * count
-        if isinstance(metadata, (str, bytes, Mapping)) or not isinstance(metadata, Sequence):
-            raise InvalidInputError(
-                f"metadata must be a list with one dict per text; got a {type(metadata).__name__}."
-            )
-        if len(metadata) != count:
-            raise InvalidInputError(
-                f"{count} texts but {len(metadata)} metadata entries; pass one dict per text."
-            )
-        return [_metadata_json(value, i) for i, value in enumerate(metadata)]
 
     def _write(self, texts: list[str], ids: list[str], metas: list[str], batch_size: int) -> None:
         """Encode and quantize (before the lock), then write everything in one transaction."""
@@ -333,25 +224,31 @@ class Index:
                     zip(ids, texts, metas, quantized, strict=True)
                 )
             ]
-            replaced, added = store.insert(conn, docs, self._id_dtype())
+            replaced, added = store.insert(conn, docs, self._mirror.id_dtype())
             retrained = self._maybe_train(conn)
         # Only now, after the commit, does memory follow the file.
         if retrained is not None:
-            self._prefilter, self._centroid_version = retrained
-        elif prefilter is not None and assigned is not None:
-            prefilter.discard(replaced)
-            prefilter.add_postings(np.asarray(added, dtype=np.int64), assigned)
+            self._mirror.retrained(*retrained)
+        elif assigned is not None:
+            self._mirror.added(replaced, added, assigned)
 
-    def _maybe_train(self, conn: Any) -> tuple[Prefilter, int] | None:
-        """Train or retrain the centroids inside the open transaction when it is time."""
+    def _maybe_train(
+        self, conn: sqlite3.Connection
+    ) -> tuple[Prefilter, int, npt.NDArray[np.int64]] | None:
+        """Train or retrain the centroids inside the open transaction when it is time.
+
+        Returns the new prefilter, its version and the rowids it posts, or None.
+        """
         tokens = self._store.token_count()
-        trained_on = int(self._store.meta().get("trained_on_tokens", "0"))
-        if self._prefilter is None:
-            if tokens < self.train_tokens:
-                return None
-        elif tokens <= RETRAIN_FACTOR * trained_on:
+        trained_on = int(self._store.meta().get(schema.META_TRAINED_ON_TOKENS, "0"))
+        if not training_due(
+            tokens,
+            trained_on,
+            trained=self._prefilter is not None,
+            train_tokens=self.train_tokens,
+        ):
             return None
-        version = self._centroid_version + 1
+        version = self._mirror.version + 1
         prefilter = train_prefilter(self._store, conn, tokens, version)
         logger.info(
             "trained %d centroids on %d tokens (version %d)",
@@ -359,7 +256,7 @@ class Index:
             tokens,
             version,
         )
-        return prefilter, version
+        return prefilter, version, self._store.rowids()
 
     # ----------------------------------------------------------------- search
 
@@ -384,8 +281,8 @@ class Index:
         Raises:
             InvalidInputError: empty query, ``k < 1``, or a filter it cannot apply.
         """
-        _check_text(query, "the query")
-        k = _check_k(k)
+        check_text(query, "the query")
+        k = check_k(k)
         vectors = self.encoder.encode_queries([query])[0]
         return self.search_vectors(vectors, k, where=where, exhaustive=exhaustive)
 
@@ -398,7 +295,7 @@ class Index:
         exhaustive: bool = False,
     ) -> list[Hit]:
         """:meth:`search` for query token vectors already encoded (``[Tq, dim]`` float)."""
-        k = _check_k(k)
+        k = check_k(k)
         query = np.asarray(query_vectors)
         if query.ndim != 2 or not np.issubdtype(query.dtype, np.floating):
             raise InvalidInputError(
@@ -494,10 +391,10 @@ class Index:
         Returns:
             ``(position in texts, score)`` pairs, best first (ties by position).
         """
-        _check_text(query, "the query")
+        check_text(query, "the query")
         if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
             raise InvalidInputError(f"texts must be a list of strings; got {type(texts).__name__}.")
-        clean = [_check_text(t, f"text at position {i}") for i, t in enumerate(texts)]
+        clean = [check_text(t, f"text at position {i}") for i, t in enumerate(texts)]
         if not clean:
             return []
         q = self.encoder.encode_queries([query])[0]
@@ -518,19 +415,18 @@ class Index:
             raise InvalidInputError(
                 f"ids must be an id or a list of ids; got {type(ids).__name__}."
             )
-        doomed = list(dict.fromkeys(_as_id(v, f"id at position {i}") for i, v in enumerate(ids)))
+        doomed = list(dict.fromkeys(as_id(v, f"id at position {i}") for i, v in enumerate(ids)))
         if not doomed:
             return 0
         with self._store.transaction() as conn:
             self._refresh()
             removed = self._store.delete(conn, doomed)
-        if self._prefilter is not None:
-            self._prefilter.discard(removed)
+        self._mirror.removed(removed)
         return len(removed)
 
     def get(self, doc_id: str | int) -> Hit | None:
         """The stored document with this id (score NaN), or None."""
-        stored = self._store.get(_as_id(doc_id, "the id"))
+        stored = self._store.get(as_id(doc_id, "the id"))
         if stored is None:
             return None
         return Hit(stored.id, math.nan, stored.text, stored.metadata)
@@ -544,7 +440,7 @@ class Index:
 
     def __contains__(self, doc_id: object) -> bool:
         try:
-            key = _as_id(doc_id, "the id")
+            key = as_id(doc_id, "the id")
         except InvalidInputError:
             return False
         return self._store.contains(key)
@@ -602,51 +498,3 @@ def _model_info(encoder: Encoder | None) -> ModelInfo | None:
 
 def _required_info(encoder: Encoder) -> ModelInfo:
     return ModelInfo(identity=encoder.identity, name=encoder.manifest.name, dim=encoder.dim)
-
-
-def _unique_per_document(
-    labels: npt.NDArray[np.uint32], offsets: npt.NDArray[np.int64], n_centroids: int
-) -> list[npt.NDArray[np.uint32]]:
-    """Each document's sorted unique centroid ids, from the labels of its packed tokens."""
-    lengths = np.diff(offsets)
-    doc = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
-    keys = np.unique(doc * n_centroids + labels.astype(np.int64))
-    owner = keys // n_centroids
-    bounds = np.searchsorted(owner, np.arange(lengths.size + 1))
-    values = (keys % n_centroids).astype(np.uint32)
-    return [values[bounds[i] : bounds[i + 1]] for i in range(lengths.size)]
-
-
-def train_prefilter(store: Store, conn: Any, tokens: int, version: int) -> Prefilter:
-    """Train centroids on the stored vectors and repost every document, in ``conn``'s
-    open transaction.
-
-    k-means runs on a seeded sample of at most :data:`SAMPLE_TOKENS` stored (dequantized)
-    token vectors, with :func:`~edge_colbert.kmeans.num_centroids` centroids for ``tokens``.
-    """
-    rng = np.random.default_rng(version)
-    fraction = min(1.0, SAMPLE_TOKENS / max(tokens, 1))
-    parts: list[npt.NDArray[np.float32]] = []
-    for pack in store.iter_vectors():
-        vectors = dequantize_int8(pack.codes, pack.scales)
-        parts.append(vectors if fraction >= 1.0 else vectors[rng.random(len(vectors)) < fraction])
-    prefilter = Prefilter(kmeans(np.concatenate(parts), num_centroids(tokens), seed=version))
-    id_dtype = "uint16" if prefilter.num_centroids <= 1 << 16 else "uint32"
-    rowids: list[int] = []
-    lists: list[npt.NDArray[np.uint32]] = []
-    for pack in store.iter_vectors():
-        labels = prefilter.assign(dequantize_int8(pack.codes, pack.scales))
-        lists.extend(_unique_per_document(labels, pack.offsets, prefilter.num_centroids))
-        rowids.extend(pack.rowids.tolist())
-    store.set_doc_centroids(conn, rowids, lists, id_dtype)
-    store.set_centroids(conn, version, prefilter.save_centroids())
-    store.set_meta(
-        conn,
-        {
-            "centroid_version": str(version),
-            "trained_on_tokens": str(tokens),
-            "centroid_ids": id_dtype,
-        },
-    )
-    prefilter.set_postings(np.asarray(rowids, dtype=np.int64), lists)
-    return prefilter

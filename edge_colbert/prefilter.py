@@ -29,6 +29,11 @@ import threading
 
 import numpy as np
 import numpy.typing as npt
+
+# onnxruntime must be loaded before usearch: with onnxruntime 1.31 and usearch 2.26 on Linux,
+# importing usearch's native module first makes the later onnxruntime import crash the
+# process (SIGSEGV). Loading it here keeps every import order of edge_colbert safe.
+import onnxruntime  # noqa: F401
 from usearch.index import Index as UsearchIndex
 
 from edge_colbert.errors import InvalidInputError

@@ -1,41 +1,48 @@
-"""The one-file SQLite index: schema, migrations, transactions and the rows it holds.
+"""The one-file SQLite index: connection, transactions and the rows it holds.
 
 One file holds everything (see docs/internals.md, "Storage"). This module knows SQL and
-bytes; it knows nothing about encoders or MaxSim. :class:`Store` refuses a file it must not
-touch (not SQLite, another program's database, a newer schema, another model) *before* it
-writes a single byte, by probing the file through a read-only connection first.
+bytes; it knows nothing about encoders or MaxSim. What a valid file is (schema, meta keys,
+migrations, the probe that refuses a file before anything writes to it) lives in
+:mod:`edge_colbert.schema`; the metadata filter's SQL in :mod:`edge_colbert.filters`.
 
 Every write goes through :meth:`Store.transaction`: one ``BEGIN IMMEDIATE`` ... ``COMMIT``, so
 a crash loses at most the batch in flight, and SQLite's errors come back as the project's
-error classes (lock timeout -> :class:`IndexBusyError`, full disk -> :class:`StorageFullError`).
+error classes (lock timeout -> :class:`IndexBusyError`, full disk -> :class:`StorageFullError`,
+a write to a read-only index -> :class:`ReadOnlyIndexError`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import sqlite3
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
+from edge_colbert import schema
 from edge_colbert.errors import (
     IndexBusyError,
     IndexFileError,
-    InvalidInputError,
-    ModelMismatchError,
+    ReadOnlyIndexError,
     StorageFullError,
 )
+from edge_colbert.filters import where_clause
+from edge_colbert.records import (
+    NewDocument,
+    PackedVectors,
+    StoredDocument,
+    decode_text,
+    encode_text,
+)
+from edge_colbert.schema import APP, MIGRATIONS, SCHEMA_VERSION, ModelInfo
 
+# Re-exported: callers and tests import these from here, as before the split.
 __all__ = [
     "APP",
     "MIGRATIONS",
@@ -45,195 +52,21 @@ __all__ = [
     "PackedVectors",
     "Store",
     "StoredDocument",
+    "decode_text",
+    "encode_text",
     "where_clause",
 ]
 
 logger = logging.getLogger(__name__)
 
-APP = "edge-colbert"
-SCHEMA_VERSION = 1
-SQLITE_HEADER = b"SQLite format 3\x00"
 # Stay under SQLITE_MAX_VARIABLE_NUMBER's historic default (999) whatever the build.
 MAX_VARIABLES = 900
 PAGE_SIZE = 1024
 MMAP_BYTES = 256 << 20
-# Texts shorter than this stay plain TEXT; zlib gains nothing on them.
-_COMPRESS_MIN_BYTES = 160
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE documents (
-    rowid INTEGER PRIMARY KEY,
-    id TEXT UNIQUE NOT NULL,
-    text TEXT NOT NULL,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    n_tokens INTEGER NOT NULL
-);
-CREATE TABLE vectors (
-    doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE CASCADE,
-    codes BLOB NOT NULL,
-    scales BLOB NOT NULL,
-    centroids BLOB
-);
-CREATE TABLE centroids (
-    id INTEGER PRIMARY KEY CHECK (id = 0),
-    version INTEGER NOT NULL,
-    vectors BLOB NOT NULL
-);
-"""
-
-# Migration from schema version v to v + 1, run inside one transaction on open. Version 1 is
-# the first, so the list is empty; a version 2 adds `2 - 1: _migrate_1_to_2` here.
-Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: dict[int, Migration] = {}
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What an index records about its model: ``Encoder.identity``, name and dimension."""
-
-    identity: str
-    name: str
-    dim: int
-
-
-@dataclass(frozen=True)
-class StoredDocument:
-    """One document row as stored: its rowid, id, text, metadata and token count."""
-
-    rowid: int
-    id: str
-    text: str
-    metadata: dict[str, Any]
-    n_tokens: int
-
-
-@dataclass(frozen=True)
-class NewDocument:
-    """A document ready to write: text, metadata JSON, int8 codes, scales, centroid ids."""
-
-    id: str
-    text: str
-    metadata_json: str
-    codes: npt.NDArray[np.int8]
-    scales: npt.NDArray[np.float16]
-    centroids: npt.NDArray[np.uint32] | None
-
-
-@dataclass(frozen=True)
-class PackedVectors:
-    """The int8 vectors of several documents packed in one array, ordered by rowid.
-
-    Document ``i`` owns rows ``offsets[i]:offsets[i + 1]`` of ``codes`` and ``scales``.
-    """
-
-    rowids: npt.NDArray[np.int64]
-    codes: npt.NDArray[np.int8]
-    scales: npt.NDArray[np.float16]
-    offsets: npt.NDArray[np.int64]
-
-
-def encode_text(text: str) -> str | bytes:
-    """The stored form of a text: zlib-compressed bytes when that is smaller, else itself.
-
-    Text is the second largest thing per token after the int8 codes; compressing it keeps
-    the file near the bytes-per-token target. A BLOB in the TEXT column marks compression.
-    """
-    raw = text.encode("utf-8")
-    if len(raw) < _COMPRESS_MIN_BYTES:
-        return text
-    packed = zlib.compress(raw, 6)
-    return packed if len(packed) < len(raw) else text
-
-
-def decode_text(value: str | bytes) -> str:
-    """Inverse of :func:`encode_text`."""
-    if isinstance(value, bytes):
-        return zlib.decompress(value).decode("utf-8")
-    return value
-
-
-def _json_path(key: str) -> str:
-    """A JSON path naming the top-level ``key``, quoted so that dots and brackets are literal."""
-    if not isinstance(key, str) or not key:
-        raise InvalidInputError(f"where keys must be non-empty strings; got {key!r}.")
-    if '"' in key or any(ord(ch) < 32 or 0xD800 <= ord(ch) < 0xE000 for ch in key):
-        raise InvalidInputError(
-            f"where key {key!r} holds a double quote or a control character, which a SQLite "
-            "JSON path cannot name; rename that metadata key to filter on it."
-        )
-    return f'$."{key}"'
-
-
-def _condition(path: str, value: Any) -> tuple[str, list[Any]]:
-    """SQL (with ? placeholders) for metadata[path] equal to ``value``, type included."""
-    if value is None:
-        return "json_type(metadata, ?) = 'null'", [path]
-    if isinstance(value, bool):
-        return "json_type(metadata, ?) = ?", [path, "true" if value else "false"]
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidInputError(
-                f"where value {value!r} for {path[3:-1]!r} is not a finite number; JSON metadata "
-                "never holds NaN or infinity."
-            )
-        if isinstance(value, int) and not -(2**63) <= value < 2**63:
-            value = float(value)  # SQLite reads such JSON integers as reals too
-        return (
-            "(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?)",
-            [path, path, value],
-        )
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInputError(
-                f"where value for {path[3:-1]!r} holds a lone surrogate; it is not valid text."
-            ) from None
-        return "(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?)", [
-            path,
-            path,
-            value,
-        ]
-    raise InvalidInputError(
-        f"where value {value!r} for {path[3:-1]!r} is a {type(value).__name__}; use a string, "
-        "number, bool, None, or a list of those (meaning any of them)."
-    )
-
-
-def where_clause(where: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    """Turn ``{key: value}`` (a list or tuple value means "any of") into SQL and parameters.
-
-    Keys and values are always bound parameters; nothing the caller passes is pasted into
-    the SQL text, so no key or value can change the query.
-
-    Raises:
-        InvalidInputError: ``where`` is not a dict, or holds a key or value it cannot match.
-    """
-    if not isinstance(where, Mapping):
-        raise InvalidInputError(
-            f"where must be a dict of metadata key -> value; got {type(where).__name__}."
-        )
-    parts: list[str] = []
-    params: list[Any] = []
-    for key, value in where.items():
-        path = _json_path(key)
-        if isinstance(value, (list, tuple)):
-            if not value:
-                parts.append("0")  # "any of nothing" matches nothing
-                continue
-            options = [_condition(path, item) for item in value]
-            parts.append("(" + " OR ".join(sql for sql, _ in options) + ")")
-            for _, option_params in options:
-                params.extend(option_params)
-        else:
-            sql, option_params = _condition(path, value)
-            parts.append(sql)
-            params.extend(option_params)
-    return (" AND ".join(parts) or "1"), params
 
 
 def _chunks(items: Sequence[Any], size: int = MAX_VARIABLES) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of at most ``size``, for ``IN (?, ...)`` lists."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -248,7 +81,7 @@ class Store:
             records it, an existing one must have been written by it.
             ``None`` opens an existing file without checking (for ``info``, ``get``,
             ``delete``); call :meth:`check_model` before encoding anything for it.
-        readonly: open with ``mode=ro``; every write raises :class:`IndexFileError`.
+        readonly: open with ``mode=ro``; every write raises :class:`ReadOnlyIndexError`.
         timeout: seconds to wait for another writer's lock before :class:`IndexBusyError`.
 
     Raises:
@@ -277,7 +110,7 @@ class Store:
                 "first with a writable Index."
             )
         if exists:
-            self._probe()
+            schema.probe_file(self.path, self.timeout)
         elif not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = self._connect()
@@ -288,63 +121,21 @@ class Store:
             self._conn.close()
             raise
         meta = self.meta()
-        self.dim = int(meta["dim"])
-        self.model_identity = meta.get("model_identity", "")
-        self.model_name = meta.get("model_name", "")
+        self.dim = int(meta[schema.META_DIM])
+        self.model_identity = meta.get(schema.META_MODEL_IDENTITY, "")
+        self.model_name = meta.get(schema.META_MODEL_NAME, "")
         self._data_version = self.data_version()
 
     # ----------------------------------------------------------------- opening
-
-    def _probe(self) -> None:
-        """Refuse a file that is not an edge-colbert index without changing one byte of it."""
-        with self.path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-        if header and header != SQLITE_HEADER:
-            raise IndexFileError(
-                f"{self.path} is not an edge-colbert index: not a SQLite database. Pick a new "
-                "path for the index (it will be created)."
-            )
-        if not header:
-            return  # an empty file is an empty SQLite database: it becomes a new index
-        try:
-            probe = sqlite3.connect(self._uri("ro"), uri=True, timeout=self.timeout)
-        except sqlite3.Error as error:
-            raise IndexFileError(f"{self.path} cannot be opened read-only ({error}).") from error
-        try:
-            tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master")}
-            app = None
-            if "meta" in tables:
-                app = self._probe_app(probe)
-        except sqlite3.DatabaseError as error:
-            raise IndexFileError(
-                f"{self.path} is not an edge-colbert index: not a SQLite database or damaged "
-                f"({error})."
-            ) from error
-        finally:
-            probe.close()
-        if tables and app != APP:
-            found = ", ".join(sorted(t for t in tables if not t.startswith("sqlite_")))
-            raise IndexFileError(
-                f"{self.path} is a SQLite database of another program (tables: {found}), not an "
-                "edge-colbert index; it was left untouched. Pick a new path for the index."
-            )
-
-    @staticmethod
-    def _probe_app(probe: sqlite3.Connection) -> str | None:
-        try:
-            row = probe.execute("SELECT value FROM meta WHERE key = 'app'").fetchone()
-        except sqlite3.OperationalError:
-            return None  # a `meta` table of another shape: another program's
-        return None if row is None else str(row[0])
-
-    def _uri(self, mode: str) -> str:
-        return f"file:{quote(str(self.path.resolve()))}?mode={mode}"
 
     def _connect(self) -> sqlite3.Connection:
         mode = "ro" if self.readonly else "rwc"
         try:
             conn = sqlite3.connect(
-                self._uri(mode), uri=True, timeout=self.timeout, isolation_level=None
+                schema.sqlite_uri(self.path, mode),
+                uri=True,
+                timeout=self.timeout,
+                isolation_level=None,
             )
         except sqlite3.Error as error:
             raise IndexFileError(f"cannot open {self.path}: {error}.") from error
@@ -369,25 +160,7 @@ class Store:
             self._create(model)
             return
         meta = self.meta()
-        raw_version = meta.get("schema_version", "")
-        try:
-            version = int(raw_version)
-        except ValueError:
-            raise IndexFileError(
-                f"{self.path} records the schema version {raw_version!r}, which is not a number; "
-                "the file is damaged. Re-index into a new file."
-            ) from None
-        if version > SCHEMA_VERSION:
-            raise IndexFileError(
-                f"{self.path} has index schema version {version}, newer than the "
-                f"{SCHEMA_VERSION} this edge-colbert reads; upgrade edge-colbert "
-                "(pip install -U edge-colbert)."
-            )
-        if any(step not in MIGRATIONS for step in range(version, SCHEMA_VERSION)):
-            raise IndexFileError(
-                f"{self.path} has schema version {version}, which this edge-colbert cannot "
-                f"migrate to {SCHEMA_VERSION}; re-index into a new file."
-            )
+        version = schema.schema_version(self.path, meta)
         if model is not None:
             self.check_model(model, meta)
         if not self.readonly:
@@ -398,20 +171,7 @@ class Store:
 
     def check_model(self, model: ModelInfo, meta: Mapping[str, str] | None = None) -> None:
         """Raise :class:`ModelMismatchError` unless ``model`` wrote this file."""
-        meta = self.meta() if meta is None else meta
-        stored = meta.get("model_identity")
-        if meta.get("dim") != str(model.dim):
-            raise ModelMismatchError(
-                f"{self.path} holds {meta.get('dim')}-d vectors from {stored}, but the encoder "
-                f"makes {model.dim}-d vectors ({model.identity}); open it with the model that "
-                "wrote it, or index into a new file."
-            )
-        if stored != model.identity:
-            raise ModelMismatchError(
-                f"{self.path} was written by the model {stored}, not {model.identity}; vectors "
-                "of two models cannot be compared. Open it with the model that wrote it, or "
-                "index into a new file."
-            )
+        schema.check_model(self.path, model, self.meta() if meta is None else meta)
 
     def _create(self, model: ModelInfo) -> None:
         # Small pages: a document's vectors overflow into full pages and its remainder sits
@@ -420,27 +180,14 @@ class Store:
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
         with self.transaction() as conn:
-            # one statement at a time: executescript would COMMIT the open transaction
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            self._set_meta(
-                conn,
-                {
-                    "app": APP,
-                    "schema_version": str(SCHEMA_VERSION),
-                    "model_identity": model.identity,
-                    "model_name": model.name,
-                    "dim": str(model.dim),
-                    "centroid_version": "0",
-                    "trained_on_tokens": "0",
-                },
-            )
+            for statement in schema.SCHEMA_STATEMENTS:
+                conn.execute(statement)
+            self._set_meta(conn, schema.initial_meta(model))
         logger.info("created index %s for %s", self.path, model.identity)
 
     def _migrate(self, version: int) -> None:
         if self.readonly:
-            raise IndexFileError(
+            raise ReadOnlyIndexError(
                 f"{self.path} has schema version {version} and needs an upgrade to "
                 f"{SCHEMA_VERSION}; open it once without readonly=True to migrate it."
             )
@@ -453,7 +200,7 @@ class Store:
                     )
                 MIGRATIONS[step](conn)
                 logger.info("migrated %s from schema %d to %d", self.path, step, step + 1)
-            self._set_meta(conn, {"schema_version": str(SCHEMA_VERSION)})
+            self._set_meta(conn, {schema.META_SCHEMA_VERSION: str(SCHEMA_VERSION)})
 
     # ------------------------------------------------------------ transactions
 
@@ -470,6 +217,11 @@ class Store:
                 f"{self.path} is locked by another writer; waited {self.timeout:g} s. Let the "
                 "other process finish (or close it), or open the Index with a larger timeout=."
             )
+        if self.readonly and ("readonly" in text or "read-only" in text):
+            return ReadOnlyIndexError(
+                f"{self.path} was opened with readonly=True, so it cannot be changed; open it "
+                "without readonly=True (one writer at a time) to add or delete."
+            )
         if "readonly" in text or "read-only" in text:
             return IndexFileError(
                 f"{self.path} is open read-only (or the file is not writable); open it with "
@@ -478,11 +230,11 @@ class Store:
         return error
 
     def check_writable(self) -> None:
-        """Raise :class:`IndexFileError` when the index was opened read-only."""
+        """Raise :class:`ReadOnlyIndexError` when the index was opened read-only."""
         if self.readonly:
-            raise IndexFileError(
+            raise ReadOnlyIndexError(
                 f"{self.path} was opened with readonly=True, so it cannot be changed; open it "
-                "with readonly=False (one writer at a time) to add or delete."
+                "without readonly=True (one writer at a time) to add or delete."
             )
 
     @contextmanager
@@ -631,23 +383,29 @@ class Store:
     ) -> tuple[list[int], list[int]]:
         """Upsert documents inside a transaction.
 
+        New rows get rowids above every rowid ever given (the ``rowid_high`` meta mark), not
+        SQLite's ``max(rowid) + 1``, which would hand a replaced last row's rowid to its
+        replacement: a reader that has seen rowids up to ``r`` then knows that the rows
+        above ``r`` are exactly the ones added since (see :meth:`doc_centroids`).
+
         Returns:
             ``(replaced, added)``: rowids of the rows the new ones replaced (same id) and
             the rowids of the new rows, in the order of ``docs``.
         """
         replaced = list(self.rowids_of([d.id for d in docs]).values())
+        high = self.rowid_high()
         self._delete_rowids(conn, replaced)
         added: list[int] = []
         for doc in docs:
-            cursor = conn.execute(
-                "INSERT INTO documents(id, text, metadata, n_tokens) VALUES (?, ?, ?, ?)",
-                (doc.id, encode_text(doc.text), doc.metadata_json, int(doc.codes.shape[0])),
+            high += 1
+            conn.execute(
+                "INSERT INTO documents(rowid, id, text, metadata, n_tokens) VALUES (?, ?, ?, ?, ?)",
+                (high, doc.id, encode_text(doc.text), doc.metadata_json, int(doc.codes.shape[0])),
             )
-            rowid = int(cursor.lastrowid or 0)
             conn.execute(
                 "INSERT INTO vectors(doc, codes, scales, centroids) VALUES (?, ?, ?, ?)",
                 (
-                    rowid,
+                    high,
                     np.ascontiguousarray(doc.codes, dtype=np.int8).tobytes(),
                     np.ascontiguousarray(doc.scales, dtype="<f2").tobytes(),
                     None
@@ -655,8 +413,28 @@ class Store:
                     else doc.centroids.astype(centroid_dtype).tobytes(),
                 ),
             )
-            added.append(rowid)
+            added.append(high)
+        if added:
+            self._set_meta(conn, {schema.META_ROWID_HIGH: str(high)})
         return replaced, added
+
+    def rowid_high(self) -> int:
+        """The highest rowid ever given to a document (0 for none), from meta and the rows.
+
+        Files written before the ``rowid_high`` mark existed fall back to ``max(rowid)``.
+        """
+        row = self._conn.execute(
+            "SELECT max(coalesce((SELECT max(rowid) FROM documents), 0), "
+            "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0))",
+            (schema.META_ROWID_HIGH,),
+        ).fetchone()
+        return int(row[0])
+
+    def rowids(self) -> npt.NDArray[np.int64]:
+        """Every document's rowid, sorted (read from the small ``id`` index, not the rows)."""
+        # No ORDER BY: SQLite then scans the covering id index, not the table's pages.
+        rows = self._conn.execute("SELECT rowid FROM documents").fetchall()
+        return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
 
     def delete(self, conn: sqlite3.Connection, ids: Sequence[str]) -> list[int]:
         """Delete documents by id inside a transaction; returns the rowids removed."""
@@ -720,13 +498,16 @@ class Store:
             yield self._pack(rows)
 
     def doc_centroids(
-        self, centroid_dtype: str
+        self, centroid_dtype: str, *, after: int = -1
     ) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.uint32]]]:
-        """Every document's stored centroid ids (rowids sorted), for building postings."""
+        """Stored centroid ids of the documents with rowid above ``after`` (rowids sorted),
+        for building postings; the default reads every document's."""
         rowids: list[int] = []
         lists: list[npt.NDArray[np.uint32]] = []
         for rowid, blob in self._conn.execute(
-            "SELECT doc, centroids FROM vectors WHERE centroids IS NOT NULL ORDER BY doc"
+            "SELECT doc, centroids FROM vectors WHERE doc > ? AND centroids IS NOT NULL "
+            "ORDER BY doc",
+            (after,),
         ):
             rowids.append(int(rowid))
             lists.append(np.frombuffer(blob, dtype=centroid_dtype).astype(np.uint32))
@@ -753,6 +534,11 @@ class Store:
         row = self._conn.execute("SELECT version, vectors FROM centroids WHERE id = 0").fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
+    def centroid_version(self) -> int:
+        """The stored centroids' version (0 before any training), without reading them."""
+        row = self._conn.execute("SELECT version FROM centroids WHERE id = 0").fetchone()
+        return 0 if row is None else int(row[0])
+
     def set_centroids(self, conn: sqlite3.Connection, version: int, blob: bytes) -> None:
         """Replace the centroids, inside a transaction."""
         conn.execute(
@@ -772,6 +558,7 @@ class Store:
 
 
 def _document(row: tuple[Any, ...]) -> StoredDocument:
+    """A ``documents`` row (rowid, id, text, metadata, n_tokens) as a :class:`StoredDocument`."""
     return StoredDocument(
         rowid=int(row[0]),
         id=str(row[1]),

@@ -107,7 +107,8 @@ def _load_backbone(folder: Path, trust_remote_code: bool) -> nn.Module:
     except (ValueError, TypeError) as error:
         logger.info("eager attention not selectable (%s); loading with the default", error)
         model = AutoModel.from_pretrained(folder, **kwargs)
-    return model.float().eval()
+    loaded: nn.Module = model.float().eval()
+    return loaded
 
 
 def _tokenizer(folder: Path, trust_remote_code: bool) -> Any:
@@ -164,7 +165,7 @@ def load_checkpoint(
             skip_words = ckpt.get("skiplist_words")
     tokenizer = _tokenizer(transformer_dir, trust_remote_code)
     backbone = _load_backbone(transformer_dir, trust_remote_code)
-    config = backbone.config
+    config: Any = backbone.config
     if fmt == "stanford":
         head.append(dense_from_weight(_stanford_linear(folder)))
         meta = _json(folder / "artifact.metadata")
@@ -188,16 +189,22 @@ def load_checkpoint(
     expansion = bool(_pick("do_query_expansion", cli, ckpt, rec, defaults))
     attend = bool(_pick("attend_to_expansion_tokens", cli, ckpt, rec, defaults)) and expansion
     skiplist = (
-        stanford_skiplist(tokenizer) if fmt == "stanford" else pylate_skiplist(tokenizer, skip_words)
+        stanford_skiplist(tokenizer)
+        if fmt == "stanford"
+        else pylate_skiplist(tokenizer, skip_words)
     )
     settings = Settings(
         query_maxlen=int(_pick("query_length", cli, ckpt, rec, defaults)),
         doc_maxlen=int(_pick("document_length", cli, ckpt, rec, defaults)),
         query_marker=marker_for(tokenizer, q_text, strict=strict),
-        document_marker=marker_for(tokenizer, d_text, strict=colbert and "document_prefix" not in cli),
+        document_marker=marker_for(
+            tokenizer, d_text, strict=colbert and "document_prefix" not in cli
+        ),
         mask_token_id=mask_token_id(tokenizer),
         pad_token_id=int(
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask_token_id(tokenizer)
+            tokenizer.pad_token_id
+            if tokenizer.pad_token_id is not None
+            else mask_token_id(tokenizer)
         ),
         do_query_expansion=expansion,
         attend_to_expansion_tokens=attend,
@@ -229,9 +236,10 @@ def _stanford_linear(folder: Path) -> torch.Tensor:
 
         with safe_open(str(folder / "model.safetensors"), framework="pt", device="cpu") as f:
             if "linear.weight" in f.keys():  # noqa: SIM118 - safe_open has no __contains__
-                return f.get_tensor("linear.weight")
+                weight: torch.Tensor = f.get_tensor("linear.weight")
+                return weight
     if (folder / "pytorch_model.bin").is_file():
         state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
         if "linear.weight" in state:
-            return state["linear.weight"]
+            return torch.as_tensor(state["linear.weight"])
     raise ExportError(f"{folder} is an HF_ColBERT checkpoint without linear.weight in its weights")

@@ -17,7 +17,9 @@ def _dim(value: str) -> int | str:
     try:
         number = int(value)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"--dim takes a number or 'native', not {value!r}") from error
+        raise argparse.ArgumentTypeError(
+            f"--dim takes a number or 'native', not {value!r}"
+        ) from error
     if number < 1:
         raise argparse.ArgumentTypeError(f"--dim must be positive, got {number}")
     return number
@@ -78,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
         )  # fmt: skip
     except EdgeColbertError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)  # noqa: T201 - the CLI speaks on stderr
         return 1
-    print(out)
+    print(out)  # noqa: T201 - the CLI prints the folder it wrote
     return 0

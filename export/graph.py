@@ -81,20 +81,80 @@ def _too_big(module: ColbertModule) -> bool:
     return sum(p.numel() * 4 for p in module.parameters()) > _TWO_GB
 
 
+def _attention_scale_as_div(model: onnx.ModelProto) -> int:
+    """Rewrite ``Softmax(Add(Mul(MatMul(q, k), s), mask))`` as ``Div(MatMul, 1 / s)``.
+
+    transformers 5 scales the scores with a Mul where BERT used a Div. onnxruntime's
+    FusionAttention looks for the first Mul parent of the Add as the mask, finds the scale
+    instead and gives up, so attention is not fused; a Div restores the pattern it knows.
+    Returns how many scales were rewritten.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    inits = {t.name: t for t in graph.initializer}
+
+    def scalar(name: str) -> float | None:
+        if name in inits:
+            value = numpy_helper.to_array(inits[name])
+        elif name in producer and producer[name].op_type == "Constant":
+            attrs = {a.name: a for a in producer[name].attribute}
+            if "value" not in attrs:
+                return None
+            value = numpy_helper.to_array(attrs["value"].t)
+        else:
+            return None
+        return float(value.reshape(-1)[0]) if value.size == 1 else None
+
+    rewritten = 0
+    for softmax in (n for n in graph.node if n.op_type == "Softmax"):
+        add = producer.get(softmax.input[0])
+        if add is None or add.op_type != "Add":
+            continue
+        for name in add.input:
+            mul = producer.get(name)
+            if mul is None or mul.op_type != "Mul" or len(mul.input) != 2:
+                continue
+            scores = producer.get(mul.input[0])
+            scale = scalar(mul.input[1])
+            if scores is None or scores.op_type != "MatMul" or not scale:
+                continue
+            # A fresh initializer: traced graphs share one Constant between layers.
+            divisor = numpy_helper.from_array(
+                np.array(1.0 / scale, dtype=np.float32), f"{mul.name or name}_divisor"
+            )
+            graph.initializer.append(divisor)
+            mul.op_type = "Div"
+            mul.input[1] = divisor.name
+            rewritten += 1
+    return rewritten
+
+
 def optimize(src: Path, dst: Path, *, backbone: Any, bert_like: bool) -> dict[str, int]:
     """Fuse LayerNorm / GELU / attention (transformer optimizer for BERT-like graphs, else
     onnxruntime's extended level). Returns the fused-operator counts."""
     large = src.stat().st_size > _TWO_GB or (src.parent / (src.name + ".data")).exists()
     if bert_like:
+        from onnxruntime.transformers.fusion_options import FusionOptions
         from onnxruntime.transformers.optimizer import optimize_model
 
+        model = onnx.load(str(src))
+        if _attention_scale_as_div(model):
+            src = src.with_name(src.stem + ".div.onnx")
+            onnx.save(model, str(src), save_as_external_data=large)
+        del model
         config = backbone.config
-        model = optimize_model(
+        fusion = FusionOptions("bert")
+        # The 2-D mask as given: correct for any mask, not only right-padded ones.
+        fusion.use_raw_attention_mask(True)
+        fused = optimize_model(
             str(src), model_type="bert", num_heads=int(config.num_attention_heads),
-            hidden_size=int(config.hidden_size), opt_level=1, use_gpu=False,
+            hidden_size=int(config.hidden_size), optimization_options=fusion, opt_level=1,
+            use_gpu=False,
         )  # fmt: skip
-        model.save_model_to_file(str(dst), use_external_data_format=large)
-        stats = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
+        fused.save_model_to_file(str(dst), use_external_data_format=large)
+        stats = {k: int(v) for k, v in fused.get_fused_operator_statistics().items() if v}
     else:
         import onnxruntime as ort
 

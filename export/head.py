@@ -51,7 +51,7 @@ class DenseLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the layer to token vectors ``[..., in_features]``."""
-        y = self.activation(self.linear(x))
+        y: torch.Tensor = self.activation(self.linear(x))
         if self.use_residual:
             y = y + (self.residual(x) if self.residual is not None else x)
         return y

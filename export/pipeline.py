@@ -38,7 +38,7 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(str(checkpoint), local_files_only=False))
-    except Exception as error:  # noqa: BLE001 - hub errors have many classes; one message
+    except Exception as error:
         raise ExportError(
             f"checkpoint {checkpoint!s} is not a local folder and could not be fetched from "
             f"the Hugging Face hub ({type(error).__name__}); download it and pass the folder"
@@ -80,7 +80,9 @@ def apply_dim_policy(
     if wanted < 1:
         raise ExportError(f"--dim must be positive or 'native', got {dim}")
     if native < wanted:
-        logger.warning("the head is %d-d, narrower than --dim %d: keeping %d", native, wanted, native)
+        logger.warning(
+            "the head is %d-d, narrower than --dim %d: keeping %d", native, wanted, native
+        )
         return native, "none"
     if wanted in (recipe.get("matryoshka_dims") or []) and ckpt.head:
         slice_matryoshka(ckpt.head, wanted)
@@ -253,7 +255,9 @@ def _qdq(ckpt: Checkpoint, module: Any, work: Path, docs: list[str]) -> None:
         ids, att, _ = prepare(ckpt, [text], is_query=False)
         pad = length - ids.shape[1]
         feed = {
-            "input_ids": np.pad(ids.numpy(), ((0, 0), (0, pad)), constant_values=ckpt.settings.pad_token_id),
+            "input_ids": np.pad(
+                ids.numpy(), ((0, 0), (0, pad)), constant_values=ckpt.settings.pad_token_id
+            ),
             "attention_mask": np.pad(att.numpy(), ((0, 0), (0, pad))),
         }
         if module.language:

@@ -144,9 +144,7 @@ def fit_projection(
     try:
         import torch
     except ImportError as exc:
-        raise ExportError(
-            "fit_projection needs torch: pip install 'edge-colbert[export]'"
-        ) from exc
+        raise ExportError("fit_projection needs torch: pip install 'edge-colbert[export]'") from exc
 
     w0 = query_aware_init(query_vectors, doc_vectors, dim)
     if steps == 0 or dim == width:
@@ -156,10 +154,20 @@ def fit_projection(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _distill(torch, query_vectors, doc_vectors, w0, seed=seed, steps=steps, lr=lr,
-                        batch_queries=batch_queries, hard_negatives=hard_negatives,
-                        random_docs=random_docs, temperature=temperature,
-                        mse_weight=mse_weight)
+        return _distill(
+            torch,
+            query_vectors,
+            doc_vectors,
+            w0,
+            seed=seed,
+            steps=steps,
+            lr=lr,
+            batch_queries=batch_queries,
+            hard_negatives=hard_negatives,
+            random_docs=random_docs,
+            temperature=temperature,
+            mse_weight=mse_weight,
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -190,8 +198,10 @@ def _distill(
     # The teacher, once: every query token's best match in every document at full width.
     with torch.no_grad():
         teacher_max = torch.cat(
-            [_token_maxima(torch, q[i : i + 8], qmask[i : i + 8].float(), d, dmask)
-             for i in range(0, n_q, 8)]
+            [
+                _token_maxima(torch, q[i : i + 8], qmask[i : i + 8].float(), d, dmask)
+                for i in range(0, n_q, 8)
+            ]
         )
     teacher_scores = teacher_max.sum(dim=1) / q_tokens[:, None]  # [nq, nd]
     k_hard = min(hard_negatives, n_d)
@@ -202,8 +212,26 @@ def _distill(
     # Reduced, re-normalized vectors have larger cosines than the full-width ones; a learned
     # scale and offset on the student's similarities absorbs that, because any increasing
     # affine map of the token maxima leaves every query's ranking as it is.
-    log_scale = torch.nn.Parameter(torch.zeros(()))
-    offset = torch.nn.Parameter(torch.zeros(()))
+    # Start them at the least-squares fit on a sample, so that the first steps do not bend
+    # W to shrink the cosines instead.
+    with torch.no_grad():
+        sample = torch.randperm(n_q, generator=generator)[:64]
+        wn = torch.from_numpy(w0)
+        student0 = _token_maxima(
+            torch,
+            torch.nn.functional.normalize(q[sample] @ wn, dim=-1),
+            qmask[sample].float(),
+            torch.nn.functional.normalize(d @ wn, dim=-1),
+            dmask,
+        )[qmask[sample]]
+        teacher0 = teacher_max[sample][qmask[sample]]
+        slope = ((student0 - student0.mean()) * (teacher0 - teacher0.mean())).mean() / (
+            student0.var(unbiased=False) + 1e-9
+        )
+        slope = slope.clamp(min=1e-3)
+        intercept = teacher0.mean() - slope * student0.mean()
+    log_scale = torch.nn.Parameter(slope.log())
+    offset = torch.nn.Parameter(intercept.clone())
     optimizer = torch.optim.Adam([w, log_scale, offset], lr=lr)
     for step in range(steps):
         qi = torch.randperm(n_q, generator=generator)[: min(batch_queries, n_q)]
@@ -223,9 +251,7 @@ def _distill(
             log_target=True,
             reduction="batchmean",
         )
-        mse = (((student_max - target_max) ** 2) * token_mask).sum() / (
-            token_mask.sum() * len(di)
-        )
+        mse = (((student_max - target_max) ** 2) * token_mask).sum() / (token_mask.sum() * len(di))
         loss = kl + mse_weight * mse
         optimizer.zero_grad()
         loss.backward()

@@ -22,9 +22,7 @@ MIN_COSINE = 0.999
 TIE = 2e-3
 
 
-def token_cosines(
-    expected: Sequence[np.ndarray], actual: Sequence[np.ndarray], kind: str
-) -> float:
+def token_cosines(expected: Sequence[np.ndarray], actual: Sequence[np.ndarray], kind: str) -> float:
     """Smallest per-token cosine between two lists of per-text vectors; rows must match."""
     worst = 1.0
     for i, (ref, got) in enumerate(zip(expected, actual, strict=True)):

@@ -95,7 +95,7 @@ def run_worker(
     ``slow_write_s`` sleeps that long, after logging ``writing``, when the first vectors row
     of a batch is inserted: inside the open write transaction, with the batch's first
     document already written. It uses SQLite's trace callback on the index's connection
-    (``Index._store.connection``); nothing in the index's code path changes.
+    (``Index.store.connection``); nothing in the index's code path changes.
     ``train_tokens`` is the Index's centroid training threshold: small, so that centroids
     are trained and retrained (at 4x) within the first few hundred documents.
     """
@@ -107,6 +107,7 @@ def run_worker(
         real_encode = encoder.encode_documents
 
         def slow_encode(texts: object, **kwargs: object) -> object:
+            """Log ``encoding``, sleep, then encode as the real encoder does."""
             _append(fd, "encoding")
             time.sleep(slow_encode_s)
             return real_encode(texts, **kwargs)  # type: ignore[arg-type]
@@ -118,12 +119,13 @@ def run_worker(
         if slow_write_s > 0:
 
             def pause_in_transaction(statement: str) -> None:
+                """Sleep once per batch, at its first vectors insert (inside the transaction)."""
                 if not paused[0] and statement.lstrip().upper().startswith("INSERT INTO VECTORS"):
                     paused[0] = True
                     _append(fd, "writing")
                     time.sleep(slow_write_s)
 
-            index._store.connection.set_trace_callback(pause_in_transaction)
+            index.store.connection.set_trace_callback(pause_in_transaction)
         for batch in range(start_batch, start_batch + batches):
             numbers = batch_numbers(batch, batch_size, grow)
             paused[0] = False

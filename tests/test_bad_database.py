@@ -28,6 +28,7 @@ TEXTS = ["rivers run to the sea", "mountains stand over the city", "the cell hol
 
 
 def _make_index(path: Path, encoder: Encoder) -> Path:
+    """A small real index, checkpointed so that the main file is the whole database."""
     with Index(path, encoder=encoder) as index:
         index.add(TEXTS, ids=["river", "mountain", "cell"], metadata=[{"n": 1}, {"n": 2}, {}])
     _checkpoint(path)
@@ -42,6 +43,7 @@ def _checkpoint(path: Path) -> None:
 
 
 def _set_meta(path: Path, key: str, value: str) -> None:
+    """Overwrite one meta value with plain sqlite3, then checkpoint."""
     con = sqlite3.connect(path)
     with con:
         con.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
@@ -50,21 +52,25 @@ def _set_meta(path: Path, key: str, value: str) -> None:
 
 
 def _random_bytes(path: Path, _: Encoder) -> Path:
+    """A file of bytes that is no database at all."""
     path.write_bytes(bytes(range(256)) * 64)
     return path
 
 
 def _text_file(path: Path, _: Encoder) -> Path:
+    """A text file where the index should be."""
     path.write_text("these are my notes, not a database\n" * 100, encoding="utf-8")
     return path
 
 
 def _sqlite_header_then_garbage(path: Path, _: Encoder) -> Path:
+    """The SQLite magic header followed by garbage pages."""
     path.write_bytes(b"SQLite format 3\x00" + b"\xa5" * 8192)
     return path
 
 
 def _other_program(path: Path, _: Encoder) -> Path:
+    """A SQLite database of another program (a contacts table)."""
     con = sqlite3.connect(path)
     with con:
         con.execute("CREATE TABLE contacts (name TEXT, phone TEXT)")
@@ -85,6 +91,7 @@ def _other_program_with_meta(path: Path, _: Encoder) -> Path:
 
 
 def _other_meta_shape(path: Path, _: Encoder) -> Path:
+    """Another program whose ``meta`` table has another shape."""
     con = sqlite3.connect(path)
     with con:
         con.execute("CREATE TABLE meta (version INTEGER)")
@@ -93,18 +100,21 @@ def _other_meta_shape(path: Path, _: Encoder) -> Path:
 
 
 def _newer_schema(path: Path, encoder: Encoder) -> Path:
+    """A real index whose schema version is one past this code's."""
     _make_index(path, encoder)
     _set_meta(path, "schema_version", str(SCHEMA_VERSION + 1))
     return path
 
 
 def _unmigratable_schema(path: Path, encoder: Encoder) -> Path:
+    """A real index claiming schema version 0, which no migration starts from."""
     _make_index(path, encoder)
     _set_meta(path, "schema_version", "0")
     return path
 
 
 def _garbled_schema_version(path: Path, encoder: Encoder) -> Path:
+    """A real index whose schema version is not a number."""
     _make_index(path, encoder)
     _set_meta(path, "schema_version", "one")
     return path
@@ -197,6 +207,7 @@ def test_folder_and_missing_file(tmp_path: Path, tiny_encoder: Encoder) -> None:
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``edge-colbert ARGS`` from this checkout in a subprocess."""
     code = "import sys; from edge_colbert.cli import main; sys.exit(main())"
     return subprocess.run(
         [sys.executable, "-c", code, *args],

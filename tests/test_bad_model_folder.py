@@ -30,6 +30,7 @@ Breaker = Callable[[Path], Path]
 
 
 def _manifest(folder: Path) -> dict[str, Any]:
+    """The folder's manifest as a dict."""
     data: dict[str, Any] = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
     return data
 
@@ -43,6 +44,8 @@ def _write_manifest(folder: Path, data: dict[str, Any], *, rehash: bool = False)
 
 
 def _edit(**changes: Any) -> Breaker:
+    """A breaker that overwrites manifest fields (checksums left as they were)."""
+
     def breaker(folder: Path) -> Path:
         data = _manifest(folder)
         data.update(changes)
@@ -53,6 +56,8 @@ def _edit(**changes: Any) -> Breaker:
 
 
 def _remove(name: str) -> Breaker:
+    """A breaker that deletes one file of the folder."""
+
     def breaker(folder: Path) -> Path:
         (folder / name).unlink()
         return folder
@@ -83,12 +88,15 @@ def _flip_byte(folder: Path) -> Path:
 
 
 def _garbage_tokenizer(folder: Path) -> Path:
+    """A tokenizer.json that is JSON but not a tokenizer, with matching checksums."""
     (folder / "tokenizer.json").write_text('{"version": "1.0", "model": 42}', encoding="utf-8")
     _write_manifest(folder, _manifest(folder), rehash=True)
     return folder
 
 
 def _text(content: str) -> Breaker:
+    """A breaker that replaces the manifest with ``content``."""
+
     def breaker(folder: Path) -> Path:
         (folder / MANIFEST_NAME).write_text(content, encoding="utf-8")
         return folder
@@ -97,21 +105,25 @@ def _text(content: str) -> Breaker:
 
 
 def _bytes_manifest(folder: Path) -> Path:
+    """A manifest that is not UTF-8 text."""
     (folder / MANIFEST_NAME).write_bytes(b"\xff\xfe\x00garbage")
     return folder
 
 
 def _a_file(folder: Path) -> Path:
+    """The path of a file (a copy of model.onnx) passed where a folder belongs."""
     target = folder.parent / "model.onnx"
     shutil.copy(folder / "model.onnx", target)
     return target
 
 
 def _missing(folder: Path) -> Path:
+    """A path that does not exist."""
     return folder.parent / "no-such-model"
 
 
 def _wrong_dim(folder: Path) -> Path:
+    """A manifest whose ``dim`` is twice the graph's (checksums still match)."""
     data = _manifest(folder)
     data["dim"] = data["dim"] * 2
     _write_manifest(folder, data)
@@ -188,6 +200,7 @@ def test_encoder_refuses_with_model_folder_error(
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``edge-colbert ARGS`` from this checkout in a subprocess."""
     code = "import sys; from edge_colbert.cli import main; sys.exit(main())"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(

@@ -45,6 +45,7 @@ def _seed_index(db: Path, encoder: Encoder, batches: int = 1) -> None:
 
 
 def _snapshot(db: Path) -> list[tuple[str, str]]:
+    """Every stored (id, metadata), sorted by id."""
     con = sqlite3.connect(db)
     try:
         return con.execute("SELECT id, metadata FROM documents ORDER BY id").fetchall()

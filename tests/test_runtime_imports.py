@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "optimum", "sentence_transformers", "pylate")
 
@@ -17,10 +19,7 @@ lazy = "onnxruntime" not in sys.modules
 from edge_colbert import Encoder
 for info in pkgutil.walk_packages(edge_colbert.__path__, "edge_colbert."):
     importlib.import_module(info.name)
-try:
-    from edge_colbert import Index
-except ImportError:
-    pass
+from edge_colbert import Index
 heavy = sorted(name for name in sys.modules if name.split(".")[0] in {HEAVY!r})
 print("lazy" if lazy else "eager", ",".join(heavy) or "-")
 """
@@ -40,3 +39,25 @@ def test_runtime_modules_import_no_heavy_packages() -> None:
     lazy, heavy = result.stdout.split()
     assert heavy == "-", f"the runtime imported {heavy}"
     assert lazy == "lazy", "`import edge_colbert` alone must not load onnxruntime"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "from edge_colbert import Index, Encoder",
+        "import edge_colbert.index; import onnxruntime",
+        "import edge_colbert.prefilter; import edge_colbert.encoder",
+    ],
+)
+def test_import_orders_do_not_crash(statement: str) -> None:
+    """usearch loaded before onnxruntime crashes the interpreter; edge_colbert must guard it."""
+    result = subprocess.run(
+        [sys.executable, "-c", f"{statement}; print('ok')"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -1,0 +1,202 @@
+"""What an edge-colbert file is: its schema, its ``meta`` keys, and the checks that refuse
+a file this code must not touch.
+
+:func:`probe_file` looks at an existing file through a read-only connection *before*
+anything opens it for writing, so a refused file (not SQLite, another program's database)
+is never modified. :func:`schema_version` and :func:`check_model` then refuse a newer schema
+or another model; :data:`MIGRATIONS` lists the steps from an older schema to this one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from edge_colbert.errors import IndexFileError, ModelMismatchError
+
+__all__ = [
+    "APP",
+    "MIGRATIONS",
+    "SCHEMA_STATEMENTS",
+    "SCHEMA_VERSION",
+    "Migration",
+    "ModelInfo",
+    "check_model",
+    "initial_meta",
+    "probe_file",
+    "schema_version",
+    "sqlite_uri",
+]
+
+logger = logging.getLogger(__name__)
+
+APP = "edge-colbert"
+SCHEMA_VERSION = 1
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+# meta keys (all values are TEXT)
+META_APP = "app"
+META_SCHEMA_VERSION = "schema_version"
+META_MODEL_IDENTITY = "model_identity"
+META_MODEL_NAME = "model_name"
+META_DIM = "dim"
+META_CENTROID_VERSION = "centroid_version"
+META_TRAINED_ON_TOKENS = "trained_on_tokens"
+META_CENTROID_IDS = "centroid_ids"
+# Highest rowid ever given to a document. Rowids are never reused (see Store.insert), so a
+# reader that has seen rowids up to r loads only the rows above r after another commit.
+META_ROWID_HIGH = "rowid_high"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE documents (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT UNIQUE NOT NULL,
+    text TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    n_tokens INTEGER NOT NULL
+);
+CREATE TABLE vectors (
+    doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE CASCADE,
+    codes BLOB NOT NULL,
+    scales BLOB NOT NULL,
+    centroids BLOB
+);
+CREATE TABLE centroids (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    version INTEGER NOT NULL,
+    vectors BLOB NOT NULL
+);
+"""
+
+# One statement at a time: executescript would COMMIT the transaction they run in.
+SCHEMA_STATEMENTS: tuple[str, ...] = tuple(s.strip() for s in _SCHEMA.split(";") if s.strip())
+
+# Migration from schema version v to v + 1, run inside one transaction on open. Version 1 is
+# the first, so the list is empty; a version 2 adds `1: _migrate_1_to_2` here.
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: dict[int, Migration] = {}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an index records about its model: ``Encoder.identity``, name and dimension."""
+
+    identity: str
+    name: str
+    dim: int
+
+
+def initial_meta(model: ModelInfo) -> dict[str, str]:
+    """The ``meta`` rows of a new, empty index for ``model``."""
+    return {
+        META_APP: APP,
+        META_SCHEMA_VERSION: str(SCHEMA_VERSION),
+        META_MODEL_IDENTITY: model.identity,
+        META_MODEL_NAME: model.name,
+        META_DIM: str(model.dim),
+        META_CENTROID_VERSION: "0",
+        META_TRAINED_ON_TOKENS: "0",
+    }
+
+
+def sqlite_uri(path: Path, mode: str) -> str:
+    """A ``file:`` URI for ``path`` with SQLite's ``mode`` (``ro``, ``rw``, ``rwc``)."""
+    return f"file:{quote(str(path.resolve()))}?mode={mode}"
+
+
+def probe_file(path: Path, timeout: float) -> None:
+    """Refuse an existing file that is not an edge-colbert index, without changing a byte.
+
+    An empty file, or a SQLite database without tables, passes: it becomes a new index.
+
+    Raises:
+        IndexFileError: not a SQLite database, damaged, or another program's database.
+    """
+    with path.open("rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:
+        raise IndexFileError(
+            f"{path} is not an edge-colbert index: not a SQLite database. Pick a new "
+            "path for the index (it will be created)."
+        )
+    if not header:
+        return  # an empty file is an empty SQLite database: it becomes a new index
+    try:
+        probe = sqlite3.connect(sqlite_uri(path, "ro"), uri=True, timeout=timeout)
+    except sqlite3.Error as error:
+        raise IndexFileError(f"{path} cannot be opened read-only ({error}).") from error
+    try:
+        tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master")}
+        app = _probe_app(probe) if "meta" in tables else None
+    except sqlite3.DatabaseError as error:
+        raise IndexFileError(
+            f"{path} is not an edge-colbert index: not a SQLite database or damaged ({error})."
+        ) from error
+    finally:
+        probe.close()
+    if tables and app != APP:
+        found = ", ".join(sorted(t for t in tables if not t.startswith("sqlite_")))
+        raise IndexFileError(
+            f"{path} is a SQLite database of another program (tables: {found}), not an "
+            "edge-colbert index; it was left untouched. Pick a new path for the index."
+        )
+
+
+def _probe_app(probe: sqlite3.Connection) -> str | None:
+    """The ``app`` meta value, or None when ``meta`` has another shape (another program's)."""
+    try:
+        row = probe.execute("SELECT value FROM meta WHERE key = 'app'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else str(row[0])
+
+
+def schema_version(path: Path, meta: Mapping[str, str]) -> int:
+    """The file's schema version, checked: this code reads it, or can migrate it.
+
+    Raises:
+        IndexFileError: the version is not a number, newer than :data:`SCHEMA_VERSION`
+            ("upgrade"), or older with no path in :data:`MIGRATIONS`.
+    """
+    raw = meta.get(META_SCHEMA_VERSION, "")
+    try:
+        version = int(raw)
+    except ValueError:
+        raise IndexFileError(
+            f"{path} records the schema version {raw!r}, which is not a number; "
+            "the file is damaged. Re-index into a new file."
+        ) from None
+    if version > SCHEMA_VERSION:
+        raise IndexFileError(
+            f"{path} has index schema version {version}, newer than the "
+            f"{SCHEMA_VERSION} this edge-colbert reads; upgrade edge-colbert "
+            "(pip install -U edge-colbert)."
+        )
+    if any(step not in MIGRATIONS for step in range(version, SCHEMA_VERSION)):
+        raise IndexFileError(
+            f"{path} has schema version {version}, which this edge-colbert cannot "
+            f"migrate to {SCHEMA_VERSION}; re-index into a new file."
+        )
+    return version
+
+
+def check_model(path: Path, model: ModelInfo, meta: Mapping[str, str]) -> None:
+    """Raise :class:`ModelMismatchError` unless ``model`` wrote the file ``meta`` describes."""
+    stored = meta.get(META_MODEL_IDENTITY)
+    if meta.get(META_DIM) != str(model.dim):
+        raise ModelMismatchError(
+            f"{path} holds {meta.get(META_DIM)}-d vectors from {stored}, but the encoder "
+            f"makes {model.dim}-d vectors ({model.identity}); open it with the model that "
+            "wrote it, or index into a new file."
+        )
+    if stored != model.identity:
+        raise ModelMismatchError(
+            f"{path} was written by the model {stored}, not {model.identity}; vectors "
+            "of two models cannot be compared. Open it with the model that wrote it, or "
+            "index into a new file."
+        )
