@@ -21,6 +21,7 @@ from edge_colbert.errors import (
     InvalidInputError,
     ModelFolderError,
     ModelMismatchError,
+    ReadOnlyIndexError,
     StorageFullError,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "InvalidInputError",
     "ModelFolderError",
     "ModelMismatchError",
+    "ReadOnlyIndexError",
     "StorageFullError",
     "__version__",
 ]

@@ -28,7 +28,13 @@ from edge_colbert.mirror import PrefilterMirror
 from edge_colbert.prefilter import DEFAULT_NPROBE, Prefilter, default_keep
 from edge_colbert.quantize import dequantize_int8, quantize_int8
 from edge_colbert.store import ModelInfo, NewDocument, PackedVectors, Store
-from edge_colbert.training import RETRAIN_FACTOR, TRAIN_TOKENS, train_prefilter, training_due
+from edge_colbert.training import (
+    RETRAIN_FACTOR,
+    TRAIN_TOKENS,
+    train_prefilter,
+    training_due,
+    unique_per_document,
+)
 from edge_colbert.validation import (
     as_id,
     check_k,
@@ -50,7 +56,9 @@ logger = logging.getLogger(__name__)
 EXACT_FILTER_TOKENS = 65536
 # Documents read from SQLite per exact-scoring step, so memory stays bounded.
 SCORE_DOCS = 1024
-DEFAULT_BATCH = 64
+# Texts per encoder call: the encoder sorts them by length and pads per batch of its own, so
+# larger calls pad less; each call's float32 vectors are quantized before the next.
+DEFAULT_BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -202,15 +210,16 @@ class Index:
             encoded = self.encoder.encode_documents(texts[start : start + batch_size])
             quantized.extend(quantize_int8(v) for v in encoded)
         store = self._store
+        # Posting is CPU work: do it before taking the write lock, with the centroids in
+        # memory, and again inside only if another writer retrained them meanwhile.
+        self._refresh()
+        posted_with = self._prefilter
+        assigned = _post(posted_with, quantized)
         with store.transaction() as conn:
             self._refresh()
             prefilter = self._prefilter
-            # Posted from the stored int8 vectors, exactly as retraining reposts them.
-            assigned = (
-                None
-                if prefilter is None
-                else [np.unique(prefilter.assign(dequantize_int8(c, s))) for c, s in quantized]
-            )
+            if prefilter is not posted_with:
+                assigned = _post(prefilter, quantized)
             docs = [
                 NewDocument(
                     id=doc_id,
@@ -484,6 +493,22 @@ class Index:
 
     def __repr__(self) -> str:
         return f"Index({str(self.path)!r}, readonly={self.readonly})"
+
+
+def _post(
+    prefilter: Prefilter | None,
+    quantized: Sequence[tuple[npt.NDArray[np.int8], npt.NDArray[np.float16]]],
+) -> list[npt.NDArray[np.uint32]] | None:
+    """Each document's sorted unique nearest centroids, from its stored int8 vectors (as
+    retraining re-posts them), in one assignment over all tokens of the batch."""
+    if prefilter is None or not quantized:
+        return None
+    codes = np.concatenate([c for c, _ in quantized])
+    scales = np.concatenate([s for _, s in quantized])
+    offsets = np.zeros(len(quantized) + 1, dtype=np.int64)
+    np.cumsum([len(c) for c, _ in quantized], out=offsets[1:])
+    labels = prefilter.assign(dequantize_int8(codes, scales))
+    return unique_per_document(labels, offsets, prefilter.num_centroids)
 
 
 def _default_encoder() -> Encoder:

@@ -63,6 +63,10 @@ logger = logging.getLogger(__name__)
 MAX_VARIABLES = 900
 PAGE_SIZE = 1024
 MMAP_BYTES = 256 << 20
+# A WAL keeps the size of its largest transaction until the last connection closes; a
+# long-lived writer that once added a big batch would carry it on disk. Checkpoints truncate
+# it back to this size.
+WAL_LIMIT_BYTES = 8 << 20
 
 
 def _chunks(items: Sequence[Any], size: int = MAX_VARIABLES) -> Iterator[Sequence[Any]]:
@@ -141,6 +145,7 @@ class Store:
             raise IndexFileError(f"cannot open {self.path}: {error}.") from error
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
         # Memory-mapped reads halve the cost of walking a blob's chain of small pages.
         conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         return conn

@@ -45,7 +45,7 @@ def training_due(tokens: int, trained_on: int, *, trained: bool, train_tokens: i
     return tokens > RETRAIN_FACTOR * trained_on
 
 
-def _unique_per_document(
+def unique_per_document(
     labels: npt.NDArray[np.uint32], offsets: npt.NDArray[np.int64], n_centroids: int
 ) -> list[npt.NDArray[np.uint32]]:
     """Each document's sorted unique centroid ids, from the labels of its packed tokens."""
@@ -78,7 +78,7 @@ def train_prefilter(store: Store, conn: sqlite3.Connection, tokens: int, version
     lists: list[npt.NDArray[np.uint32]] = []
     for pack in store.iter_vectors():
         labels = prefilter.assign(dequantize_int8(pack.codes, pack.scales))
-        lists.extend(_unique_per_document(labels, pack.offsets, prefilter.num_centroids))
+        lists.extend(unique_per_document(labels, pack.offsets, prefilter.num_centroids))
         rowids.extend(pack.rowids.tolist())
     store.set_doc_centroids(conn, rowids, lists, id_dtype)
     store.set_centroids(conn, version, prefilter.save_centroids())

@@ -85,6 +85,7 @@ def run_worker(
     grow: bool = False,
     slow_encode_s: float = 0.0,
     slow_write_s: float = 0.0,
+    slow_retrain_s: float = 0.0,
     train_tokens: int = 64,
 ) -> None:
     """Add batches ``start_batch, start_batch + 1, ...`` to the index at ``db`` until killed.
@@ -96,6 +97,9 @@ def run_worker(
     of a batch is inserted: inside the open write transaction, with the batch's first
     document already written. It uses SQLite's trace callback on the index's connection
     (``Index.store.connection``); nothing in the index's code path changes.
+    ``slow_retrain_s`` likewise sleeps, after logging ``retraining``, at the first statement
+    that re-posts stored documents under new centroids: inside the retraining transaction,
+    with the new centroids written and the postings half rewritten.
     ``train_tokens`` is the Index's centroid training threshold: small, so that centroids
     are trained and retrained (at 4x) within the first few hundred documents.
     """
@@ -116,14 +120,22 @@ def run_worker(
     with Index(db, encoder=encoder, train_tokens=train_tokens) as index:
         _append(fd, "open")
         paused = [False]
-        if slow_write_s > 0:
+        if slow_write_s > 0 or slow_retrain_s > 0:
 
             def pause_in_transaction(statement: str) -> None:
-                """Sleep once per batch, at its first vectors insert (inside the transaction)."""
-                if not paused[0] and statement.lstrip().upper().startswith("INSERT INTO VECTORS"):
+                """Sleep once per batch at its first vectors insert, or at a retraining's first
+                re-posting; both inside the open write transaction."""
+                head = statement.lstrip().upper()
+                if paused[0]:
+                    return
+                if slow_write_s > 0 and head.startswith("INSERT INTO VECTORS"):
                     paused[0] = True
                     _append(fd, "writing")
                     time.sleep(slow_write_s)
+                elif slow_retrain_s > 0 and head.startswith("UPDATE VECTORS SET CENTROIDS"):
+                    paused[0] = True
+                    _append(fd, "retraining")
+                    time.sleep(slow_retrain_s)
 
             index.store.connection.set_trace_callback(pause_in_transaction)
         for batch in range(start_batch, start_batch + batches):
