@@ -5,7 +5,7 @@ document length, 256 by default) on the same number of threads, in one process. 
 machine may be shared, so the two are measured in alternation (A, B, A, B, ...) and the
 speed-up reported is the median of the per-round ratios, not the ratio of the medians.
 
-    python benchmarks/encode_speed.py --model /tmp/minilm-int8 --docs 200 --rounds 5
+    python benchmarks/encode_speed.py --model /tmp/minilm-int8 --fp32-model /tmp/minilm-fp32
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="int8 model folder")
+    parser.add_argument(
+        "--fp32-model", type=Path, default=None,
+        help="the same export with --quantize none (PyLate reads its projection there)",
+    )  # fmt: skip
     parser.add_argument("--checkpoint", type=Path, default=None, help="backbone for PyLate")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--docs", type=int, default=200)
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         args.model, providers=["CPUExecutionProvider"], threads=args.threads,
         batch_size=args.batch,
     )  # fmt: skip
-    pylate, _ = build_pylate(args.checkpoint or default_checkpoint(), args.model, None)
+    pylate, _ = build_pylate(args.checkpoint or default_checkpoint(), args.model, args.fp32_model)
     tokens = sum(len(x.input_ids) for x in encoder.model_inputs(docs, kind="document"))
 
     def run_edge(texts: list[str]) -> None:
