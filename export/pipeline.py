@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -121,11 +122,15 @@ def export_model(
     overrides: dict[str, Any] | None = None,
     overwrite: bool = False,
     seed: int = 0,
+    source_id: str | None = None,
+    source_revision: str = "",
 ) -> Path:
     """Export ``checkpoint`` to the model folder ``outdir`` and return its path.
 
     ``overrides`` take the CLI's settings (query_prefix, document_prefix, query_length,
-    document_length, do_query_expansion, attend_to_expansion_tokens).
+    document_length, do_query_expansion, attend_to_expansion_tokens). ``source_id`` and
+    ``source_revision`` are what the manifest records as the source (default: the
+    ``checkpoint`` argument), for a checkpoint exported from a local copy of a hub model.
     """
     if quantize not in QUANTIZATIONS:
         raise ExportError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
@@ -162,7 +167,9 @@ def export_model(
         )  # fmt: skip
         shutil.rmtree(raw.parent)
         _save_tokenizer(ckpt, work)
-        base = _manifest(ckpt, checkpoint, name or out.name, final_dim, reduction, module)
+        source = source_id or checkpoint
+        base = _manifest(ckpt, source, name or out.name, final_dim, reduction, module)
+        base = replace(base, source_revision=source_revision)
         checks: dict[str, Any] = {"fused_ops": fused}
 
         def verify(file: str, exact: bool) -> None:

@@ -15,6 +15,7 @@ See docs/dim-reduction.md for the method and the measured effect.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from importlib import resources
@@ -23,14 +24,19 @@ from typing import Any
 import numpy as np
 
 from edge_colbert.errors import ExportError, InvalidInputError
+from export.calibration_text import pseudo_queries, stdlib_passages, stdlib_root
 
 log = logging.getLogger(__name__)
 
 _CALIBRATION_FILE = "calibration/passages.txt"
+# Docstring passages added to the shipped ones by default: none, because on SciFact they did
+# not help (docs/dim-reduction.md) and they make the fit slower and Python-version dependent.
+DEFAULT_STDLIB_PASSAGES = 0
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    out: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return out
 
 
 def _check_vectors(name: str, vectors: Sequence[np.ndarray]) -> int:
@@ -63,7 +69,8 @@ def pca_projection(vectors: np.ndarray, dim: int) -> np.ndarray:
     values, vecs = np.linalg.eigh(cov)
     w = vecs[:, np.argsort(values)[::-1][:dim]]
     signs = np.sign(w[np.abs(w).argmax(axis=0), np.arange(dim)])
-    return (w * signs).astype(np.float32)
+    out: np.ndarray = (w * signs).astype(np.float32)
+    return out
 
 
 def query_aware_init(
@@ -85,18 +92,8 @@ def query_aware_init(
     values, vecs = np.linalg.eigh(moments[0] + moments[1])
     w = vecs[:, np.argsort(values)[::-1][:dim]]
     signs = np.sign(w[np.abs(w).argmax(axis=0), np.arange(dim)])
-    return (w * signs).astype(np.float32)
-
-
-def _pad(vectors: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Stack ragged ``[t, d]`` arrays into ``[n, T, d]`` normalized vectors and a bool mask."""
-    longest = max(len(v) for v in vectors)
-    out = np.zeros((len(vectors), longest, vectors[0].shape[1]), np.float32)
-    mask = np.zeros((len(vectors), longest), bool)
-    for i, v in enumerate(vectors):
-        out[i, : len(v)] = _normalize(np.asarray(v, np.float32))
-        mask[i, : len(v)] = True
-    return out, mask
+    out: np.ndarray = (w * signs).astype(np.float32)
+    return out
 
 
 def _token_maxima(torch: Any, q: Any, qmask: Any, d: Any, dmask: Any) -> Any:
@@ -120,7 +117,7 @@ def fit_projection(
     batch_queries: int = 16,
     hard_negatives: int = 4,
     random_docs: int = 32,
-    temperature: float = 0.02,
+    temperature: float = 0.1,
     mse_weight: float = 1.0,
     threads: int | None = None,
 ) -> np.ndarray:
@@ -172,6 +169,31 @@ def fit_projection(
         torch.set_num_threads(previous_threads)
 
 
+def _batch(torch: Any, parts: list[Any], rows: Any) -> tuple[Any, Any]:
+    """Pad the normalized ``[t, d]`` tensors ``parts[rows]`` into ``[n, T, d]`` and a mask."""
+    picked = [parts[int(i)] for i in rows]
+    lengths = torch.tensor([len(p) for p in picked])
+    padded = torch.nn.utils.rnn.pad_sequence(picked, batch_first=True)
+    mask = torch.arange(padded.shape[1])[None, :] < lengths[:, None]
+    return padded, mask
+
+
+def _candidates(torch: Any, queries: list[Any], docs: list[Any], k: int) -> Any:
+    """For each query, the ``k`` documents nearest by mean-pooled full-width vectors.
+
+    A cheap stand-in for the teacher's hardest documents: scoring every query against every
+    document with MaxSim costs (query tokens x document tokens) per pair, which does not
+    scale to thousands of calibration texts; the exact teacher is computed per batch.
+    """
+    q_mean = torch.nn.functional.normalize(torch.stack([q.mean(0) for q in queries]), dim=-1)
+    d_mean = torch.nn.functional.normalize(torch.stack([d.mean(0) for d in docs]), dim=-1)
+    out = [
+        (q_mean[i : i + 1024] @ d_mean.T).topk(k, dim=1).indices
+        for i in range(0, len(queries), 1024)
+    ]
+    return torch.cat(out)
+
+
 def _distill(
     torch: Any,
     query_vectors: Sequence[np.ndarray],
@@ -187,25 +209,18 @@ def _distill(
     temperature: float,
     mse_weight: float,
 ) -> np.ndarray:
-    """The gradient fit behind `fit_projection` (arguments as there)."""
-    q_np, qmask_np = _pad(query_vectors)
-    d_np, dmask_np = _pad(doc_vectors)
-    q, qmask = torch.from_numpy(q_np), torch.from_numpy(qmask_np)
-    d, dmask = torch.from_numpy(d_np), torch.from_numpy(dmask_np)
-    n_q, n_d = len(q), len(d)
-    q_tokens = qmask.sum(dim=1).clamp(min=1).float()
+    """The gradient fit behind `fit_projection` (arguments as there).
 
-    # The teacher, once: every query token's best match in every document at full width.
-    with torch.no_grad():
-        teacher_max = torch.cat(
-            [
-                _token_maxima(torch, q[i : i + 8], qmask[i : i + 8].float(), d, dmask)
-                for i in range(0, n_q, 8)
-            ]
-        )
-    teacher_scores = teacher_max.sum(dim=1) / q_tokens[:, None]  # [nq, nd]
+    The teacher is computed per batch, for the batch's queries against the batch's
+    documents only, so time and memory grow with the number of steps, not with the
+    number of calibration query-document pairs.
+    """
+    queries = [torch.from_numpy(_normalize(np.asarray(v, np.float32))) for v in query_vectors]
+    docs = [torch.from_numpy(_normalize(np.asarray(v, np.float32))) for v in doc_vectors]
+    n_q, n_d = len(queries), len(docs)
     k_hard = min(hard_negatives, n_d)
-    hardest = teacher_scores.topk(k_hard, dim=1).indices  # the teacher's top documents
+    with torch.no_grad():
+        nearest = _candidates(torch, queries, docs, k_hard)
 
     generator = torch.Generator().manual_seed(seed)
     w = torch.nn.Parameter(torch.from_numpy(w0.copy()))
@@ -215,16 +230,17 @@ def _distill(
     # Start them at the least-squares fit on a sample, so that the first steps do not bend
     # W to shrink the cosines instead.
     with torch.no_grad():
-        sample = torch.randperm(n_q, generator=generator)[:64]
+        q, qmask = _batch(torch, queries, torch.randperm(n_q, generator=generator)[:64])
+        d, dmask = _batch(torch, docs, torch.randperm(n_d, generator=generator)[:64])
         wn = torch.from_numpy(w0)
         student0 = _token_maxima(
             torch,
-            torch.nn.functional.normalize(q[sample] @ wn, dim=-1),
-            qmask[sample].float(),
+            torch.nn.functional.normalize(q @ wn, dim=-1),
+            qmask.float(),
             torch.nn.functional.normalize(d @ wn, dim=-1),
             dmask,
-        )[qmask[sample]]
-        teacher0 = teacher_max[sample][qmask[sample]]
+        )[qmask]
+        teacher0 = _token_maxima(torch, q, qmask.float(), d, dmask)[qmask]
         slope = ((student0 - student0.mean()) * (teacher0 - teacher0.mean())).mean() / (
             student0.var(unbiased=False) + 1e-9
         )
@@ -236,15 +252,19 @@ def _distill(
     for step in range(steps):
         qi = torch.randperm(n_q, generator=generator)[: min(batch_queries, n_q)]
         extra = torch.randperm(n_d, generator=generator)[: min(random_docs, n_d)]
-        di = torch.unique(torch.cat([hardest[qi].reshape(-1), extra]))
-        qs = torch.nn.functional.normalize(q[qi] @ w, dim=-1)
-        ds = torch.nn.functional.normalize(d[di] @ w, dim=-1)
-        token_mask = qmask[qi].float()[:, :, None]
-        raw_max = _token_maxima(torch, qs, qmask[qi].float(), ds, dmask[di])
+        di = torch.unique(torch.cat([nearest[qi].reshape(-1), extra]))
+        q, qmask = _batch(torch, queries, qi)
+        d, dmask = _batch(torch, docs, di)
+        token_mask = qmask.float()[:, :, None]
+        q_tokens = qmask.sum(dim=1).clamp(min=1).float()[:, None]
+        with torch.no_grad():
+            target_max = _token_maxima(torch, q, qmask.float(), d, dmask)
+        qs = torch.nn.functional.normalize(q @ w, dim=-1)
+        ds = torch.nn.functional.normalize(d @ w, dim=-1)
+        raw_max = _token_maxima(torch, qs, qmask.float(), ds, dmask)
         student_max = (raw_max * log_scale.exp() + offset) * token_mask
-        target_max = teacher_max[qi][:, :, di]
-        student = student_max.sum(dim=1) / q_tokens[qi, None]
-        teacher = target_max.sum(dim=1) / q_tokens[qi, None]
+        student = student_max.sum(dim=1) / q_tokens
+        teacher = target_max.sum(dim=1) / q_tokens
         kl = torch.nn.functional.kl_div(
             torch.log_softmax(student / temperature, dim=1),
             torch.log_softmax(teacher / temperature, dim=1),
@@ -262,14 +282,12 @@ def _distill(
     return result
 
 
-def default_calibration_texts() -> tuple[list[str], list[str]]:
-    """The built-in calibration set: ``(queries, documents)``.
+def shipped_calibration_texts() -> tuple[list[str], list[str]]:
+    """The passages of ``export/calibration/passages.txt``: ``(queries, documents)``.
 
-    Documents are the passages of ``export/calibration/passages.txt`` (written for this
-    project, Apache-2.0 like it, sharing nothing with SciFact or any BEIR set). Each passage
-    carries a question written with it; the other queries are pseudo-queries, the first
-    sentence of each passage, so that queries outnumber documents and look like both
-    questions and claims.
+    Written for this project, Apache-2.0 like it, sharing nothing with SciFact or any BEIR
+    set. Each passage carries a question written with it; the other queries are
+    pseudo-queries, the first sentence of each passage.
     """
     text = resources.files("export").joinpath(_CALIBRATION_FILE).read_text("utf-8")
     queries: list[str] = []
@@ -291,3 +309,35 @@ def default_calibration_texts() -> tuple[list[str], list[str]]:
     if not documents:
         raise ExportError(f"the built-in calibration file {_CALIBRATION_FILE} holds no passage")
     return queries, documents
+
+
+@functools.lru_cache(maxsize=4)
+def _default_texts(stdlib_passages_max: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    queries, documents = shipped_calibration_texts()
+    passages = stdlib_passages(stdlib_passages_max) if stdlib_passages_max > 0 else []
+    if stdlib_passages_max > 0 and not passages:
+        log.warning(
+            "this Python ships no standard library sources under %s: calibrating on the %d "
+            "shipped passages only, which fits a weaker projection",
+            stdlib_root(),
+            len(documents),
+        )
+    for passage in passages:
+        documents.append(passage)
+        queries.extend(pseudo_queries(passage))
+    return tuple(queries), tuple(documents)
+
+
+def default_calibration_texts(
+    stdlib_passages_max: int = DEFAULT_STDLIB_PASSAGES,
+) -> tuple[list[str], list[str]]:
+    """The built-in calibration set: ``(queries, documents)``.
+
+    First the shipped passages (`shipped_calibration_texts`, in file order), then up to
+    ``stdlib_passages_max`` prose passages from the docstrings of the running Python's
+    standard library (`export.calibration_text`), each with one or two of its sentences as
+    pseudo-queries. Queries and documents are not paired: the fit scores every query
+    against documents chosen per batch.
+    """
+    queries, documents = _default_texts(stdlib_passages_max)
+    return list(queries), list(documents)

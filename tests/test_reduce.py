@@ -24,6 +24,7 @@ from benchmarks.eval_scifact import (  # noqa: E402
     top_k_run,
 )
 from edge_colbert.errors import InvalidInputError  # noqa: E402
+from export.calibration_text import pseudo_queries, stdlib_passages  # noqa: E402
 from export.reduce import (  # noqa: E402
     default_calibration_texts,
     fit_projection,
@@ -137,6 +138,35 @@ def test_default_calibration_texts_are_substantial() -> None:
     queries, docs = default_calibration_texts()
     assert len(docs) >= 100 and len(queries) >= len(docs)
     assert all(q.strip() for q in queries) and all(len(d.split()) >= 30 for d in docs)
+    # The export's checks take the first few texts: they stay the shipped passages.
+    shipped_q, shipped_d = default_calibration_texts(0)
+    assert docs[: len(shipped_d)] == shipped_d and queries[: len(shipped_q)] == shipped_q
+
+
+def test_stdlib_passages_are_the_prose_of_docstrings_without_importing(tmp_path: Path) -> None:
+    prose = " ".join(f"Sentence number {i} explains how the frobnicator behaves." for i in range(6))
+    source = (
+        f'"""{prose}\n\n>>> frobnicate(1)\n2\n"""\n'
+        "raise SystemExit('importing this file would stop the test run')\n"
+        f'def f():\n    """{prose} Again."""\n'
+    )
+    (tmp_path / "frob.py").write_text(source, encoding="utf-8")
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "test_frob.py").write_text(f'"""{prose} Test."""\n', encoding="utf-8")
+    passages = stdlib_passages(10, root=tmp_path)
+    assert passages == [prose, prose + " Again."]  # the doctest and the test folder are dropped
+    assert stdlib_passages(1, root=tmp_path) == stdlib_passages(1, root=tmp_path)
+    assert len(stdlib_passages(1, root=tmp_path)) == 1
+
+
+def test_pseudo_queries_are_the_first_and_middle_sentences() -> None:
+    passage = (
+        "The cache keeps recent pages. It evicts the oldest page first. Writes go to disk later."
+    )
+    assert pseudo_queries(passage) == [
+        "The cache keeps recent pages",
+        "It evicts the oldest page first",
+    ]
 
 
 def _shingles(text: str, n: int = 8) -> set[tuple[str, ...]]:
