@@ -339,3 +339,19 @@ def overlap_at_k(a: Sequence[str], b: Sequence[str], k: int = 10) -> float:
     if not reference:
         return 1.0
     return len(set(list(a)[:k]) & set(reference)) / len(reference)
+
+
+def run_header(machine: dict[str, Any]) -> list[str]:
+    """The markdown lines that open a results section: the machine and the exact command."""
+    return [
+        "Machine:",
+        "",
+        machine_markdown(machine),
+        "",
+        "Command:",
+        "",
+        "```",
+        command_line(),
+        "```",
+        "",
+    ]

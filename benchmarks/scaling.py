@@ -208,16 +208,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[s
         "file grown stage by stage through `Index.add` (incremental, with the retraining the "
         "index does by itself); each stage and each search run is its own process.",
         "",
-        "Machine:",
-        "",
-        common.machine_markdown(machine),
-        "",
-        "Command:",
-        "",
-        "```",
-        common.command_line(),
-        "```",
-        "",
+        *common.run_header(machine),
         "| documents | stored tokens | file size | bytes / token | centroids "
         "| add time for the stage (docs/s) | peak RSS while adding "
         "| search p50 / p95 (ms) | exhaustive p50 / p95 (ms) | top-10 overlap "
