@@ -132,6 +132,7 @@ def machine_description(threads: int) -> dict[str, Any]:
                 "transformers",
                 "sentence-transformers",
                 "pylate",
+                "voyager",
             ]
         ),
     }

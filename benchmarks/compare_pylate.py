@@ -2,9 +2,12 @@
 
 Columns: (1) edge-colbert: int8 ONNX encoder, SQLite file, centroid prefilter, int8 MaxSim;
 (2) PyLate 1.6 in float32 PyTorch with the same backbone and the same 64-d projection, read
-out of the exported graph (PyLate has no index here without fast-plaid or voyager, so it
-encodes and ranks by brute force with its own ``colbert_scores``); (3) brute-force numpy
-MaxSim over the float32 vectors of the edge-colbert encoder, kept in memory.
+out of the exported graph, encoding and ranking by brute force with its own
+``colbert_scores``; (3) the same PyLate model with an index: ``pylate.indexes.Voyager``
+(HNSW over token vectors, PyLate's defaults M=64, ef_construction=200, ef_search=200) and
+``pylate.retrieve.ColBERT`` (k_token=100 candidates per query token, then exact MaxSim
+reranking); it needs ``pip install voyager`` and is skipped without it; (4) brute-force
+numpy MaxSim over the float32 vectors of the edge-colbert encoder, kept in memory.
 
 Every phase runs in its own subprocess, so peak memory is per phase. Run
 ``python benchmarks/compare_pylate.py --help``; ``docs/benchmarks.md`` shows the figures.
@@ -13,6 +16,7 @@ Every phase runs in its own subprocess, so peak memory is per phase. Run
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sqlite3
 import sys
@@ -41,9 +45,25 @@ PHASES = (
     "numpy_search",
     "pylate_index",
     "pylate_search",
+    "pylate_voyager_index",
+    "pylate_voyager_search",
     "full384",
     "dense",
 )
+
+# Phases whose package is an optional, benchmark-only dependency: skipped when it is missing.
+REQUIRES = {
+    "pylate_voyager_index": "voyager",
+    "pylate_voyager_search": "voyager",
+}
+
+
+def missing_requirement(phase: str) -> str | None:
+    """Why ``phase`` cannot run here (its optional package is not importable), or None."""
+    module = REQUIRES.get(phase)
+    if module is None or importlib.util.find_spec(module) is not None:
+        return None
+    return f"skipped: the `{module}` package is not installed (pip install {module})"
 
 
 def select(data: Dataset, n_docs: int | None, n_queries: int | None) -> Dataset:
@@ -328,6 +348,160 @@ def phase_pylate_search(args: argparse.Namespace, data: Dataset) -> dict[str, An
     }
 
 
+class _VoyagerThreads:
+    """A voyager ``Index`` whose inserts and queries use ``threads`` threads.
+
+    PyLate calls ``add_items`` and ``query`` without ``num_threads``, and voyager's default
+    (-1) starts one thread per core of the machine, ignoring ``--threads``; every column must
+    run on the same cores. PyLate also passes a list of 1-D arrays, which voyager < 2.2
+    (pybind11) stacked into one array itself and voyager >= 2.2 (nanobind) rejects with a
+    TypeError, so the list is stacked here: the same copy, made on either version.
+    Everything else is passed through to the wrapped index.
+    """
+
+    def __init__(self, index: Any, threads: int) -> None:
+        self._index = index
+        self._threads = threads
+
+    def add_items(self, vectors: Any, ids: Any = None, num_threads: int = -1) -> Any:
+        """``Index.add_items`` on the benchmark's thread count."""
+        return self._index.add_items(
+            np.asarray(vectors, dtype=np.float32), ids, num_threads=self._threads
+        )
+
+    def query(self, vectors: Any, k: int = 1, num_threads: int = -1, query_ef: int = -1) -> Any:
+        """``Index.query`` on the benchmark's thread count."""
+        return self._index.query(
+            np.asarray(vectors, dtype=np.float32), k, num_threads=self._threads, query_ef=query_ef
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+
+def _voyager_index(args: argparse.Namespace, dim: int, override: bool) -> Any:
+    """PyLate's Voyager index in ``args.work/voyager``, with PyLate's default parameters.
+
+    Only ``embedding_size`` is set (PyLate's default, 128, is not this model's width); M,
+    ef_construction and ef_search keep PyLate 1.6's defaults (64, 200, 200).
+    """
+    from pylate import indexes
+
+    index = indexes.Voyager(
+        index_folder=str(args.work / "voyager"),
+        index_name="colbert",
+        override=override,
+        embedding_size=dim,
+    )
+    index.index = _VoyagerThreads(index.index, args.threads)
+    return index
+
+
+def _folder_bytes(folder: Path) -> dict[str, int]:
+    """Size of every file under ``folder``, by path relative to it."""
+    return {
+        str(p.relative_to(folder)): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def phase_pylate_voyager_index(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
+    """PyLate float32 encode of the documents, added to PyLate's Voyager (HNSW) index."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    model, source = build_pylate(args.checkpoint, args.model, args.fp32_model)
+    model.encode(data.doc_texts[:8], is_query=False)
+    meter = common.PeakMeter()
+    meter.start()
+    clock = common.Stopwatch()
+    vectors = model.encode(data.doc_texts, is_query=False, batch_size=args.batch)
+    # The split says whether the HNSW build or the encoder dominates: the build grows
+    # faster than linearly with the token count, the encoder linearly with the documents.
+    encoded = time.perf_counter()
+    dim = int(vectors[0].shape[1])
+    index = _voyager_index(args, dim, override=True)
+    index.add_documents(documents_ids=data.doc_ids, documents_embeddings=vectors)
+    add_seconds = time.perf_counter() - encoded
+    seconds, cpu = clock.stop()
+    memory = meter.report()
+    tokens = int(sum(len(v) for v in vectors))
+    files = _folder_bytes(args.work / "voyager")
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "add_seconds": add_seconds,
+        "docs": len(vectors),
+        "tokens": tokens,
+        "file_bytes": sum(files.values()),
+        "files": files,
+        "vector_bytes": tokens * dim * 4,
+        "memory": memory,
+        "projection_source": source,
+        "params": {
+            "M": int(index.index.M),
+            "ef_construction": int(index.index.ef_construction),
+            "ef_search": index.ef_search,
+            "dim": dim,
+        },
+    }
+
+
+def phase_pylate_voyager_search(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
+    """PyLate query encoding, then ``retrieve.ColBERT`` over the Voyager index, one query at a time.
+
+    Also reports the top-10 overlap with exact MaxSim over the same stored vectors (measured
+    after the memory figure, so it does not count there) and the time PyLate spends reloading
+    its two id-mapping pickles, which ``Voyager`` reads from disk on every search call.
+    """
+    import torch
+    from pylate import retrieve
+
+    torch.set_num_threads(args.threads)
+    model, _ = build_pylate(args.checkpoint, args.model, args.fp32_model)
+    qvecs, enc_times = _query_latencies(
+        lambda t: model.encode(t, is_query=True, convert_to_numpy=False), data.query_texts
+    )
+    meter = common.PeakMeter()
+    meter.start()
+    index = _voyager_index(args, int(qvecs[0].shape[1]), override=False)
+    retriever = retrieve.ColBERT(index=index)
+    for q in qvecs[:3]:
+        retriever.retrieve(queries_embeddings=[q], k=10)  # warm-up
+    run, times = {}, []
+    for qid, q in zip(data.query_ids, qvecs, strict=True):
+        started = time.perf_counter()
+        hits = retriever.retrieve(queries_embeddings=[q], k=10)[0]
+        times.append(time.perf_counter() - started)
+        run[qid] = {str(h["id"]): float(h["score"]) for h in hits}
+    memory = meter.report()
+    reloads = []
+    for _ in range(3):
+        started = time.perf_counter()
+        index._load_embeddings_to_documents_ids()
+        index._load_documents_ids_to_embeddings()
+        reloads.append(time.perf_counter() - started)
+    by_doc = index._load_documents_ids_to_embeddings()
+    exact = common.PackedVectors(
+        [np.asarray(index.index.get_vectors(by_doc[d]), dtype=np.float32) for d in data.doc_ids]
+    )
+    overlaps = []
+    for qid, q in zip(data.query_ids, qvecs, strict=True):
+        scores = exact.scores(q.numpy())
+        top = [data.doc_ids[j] for j in common.top_k(scores, 10)]
+        overlaps.append(common.overlap_at_k(list(run[qid]), top))
+    return {
+        "query_encode": common.latency_ms(enc_times),
+        "search": common.latency_ms(times),
+        "ndcg": evaluate(run, data.qrels),
+        "overlap": float(np.mean(overlaps)),
+        "mapping_reload": common.latency_ms(reloads),
+        "memory": memory,
+        "params": {"k": 10, "k_token": retriever.default_k_token, "ef_search": index.ef_search},
+    }
+
+
 def phase_full384(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
     """nDCG@10 of MaxSim over the backbone's full-width float32 token vectors (no projection)."""
     import torch
@@ -444,6 +618,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data = select(load_dataset(args.data), args.docs, args.queries)
     if args.phase:
+        reason = missing_requirement(args.phase)
+        if reason:
+            logger.warning("%s %s", args.phase, reason)
+            return 0
         common.write_result(args.result, PHASE_FUNCTIONS[args.phase](args, data))
         return 0
     from edge_colbert.manifest import load_manifest
@@ -472,6 +650,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     for phase in PHASES:
         if phase in args.skip:
+            continue
+        reason = missing_requirement(phase)
+        if reason:
+            logger.warning("%s %s", phase, reason)
+            print(f"{phase}: {reason}", flush=True)
             continue
         try:
             results[phase] = common.run_phase(

@@ -112,7 +112,7 @@ def main() -> None:
     t0 = time.perf_counter()
     docs, queries = make_collection(args.docs, args.queries)
     packed = np.concatenate(docs)
-    codes, scales = quantize_int8(packed)
+    codes = quantize_int8(packed)
     offsets = np.zeros(len(docs) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([d.shape[0] for d in docs])
     print(
@@ -136,7 +136,7 @@ def main() -> None:
     t0 = time.perf_counter()
     exact_top = []
     for q in queries:
-        s = maxsim_int8_packed(q, codes, scales, offsets)
+        s = maxsim_int8_packed(q, codes, offsets)
         exact_top.append(set(np.argsort(-s, kind="stable")[:10].tolist()))
     exhaustive_ms = (time.perf_counter() - t0) / len(queries) * 1000
     print(f"exhaustive int8 MaxSim: {exhaustive_ms:.1f} ms/query\n")
@@ -157,9 +157,9 @@ def main() -> None:
             sub_off = np.concatenate([[0], np.cumsum(offsets[kept + 1] - offsets[kept])])
             idx = np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in kept])
             # Gathering rows stands in for the store's read; it is not timed.
-            sub_codes, sub_scales = codes[idx], scales[idx]
+            sub_codes = codes[idx]
             c2 = time.perf_counter()
-            s = maxsim_int8_packed(q, sub_codes, sub_scales, sub_off)
+            s = maxsim_int8_packed(q, sub_codes, sub_off)
             top = set(kept[np.argsort(-s, kind="stable")[:10]].tolist())
             d = time.perf_counter()
             overlaps.append(len(top & ref) / 10)

@@ -205,7 +205,7 @@ class Index:
         """Encode and quantize (before the lock), then write everything in one transaction."""
         if not texts:
             return
-        quantized: list[tuple[npt.NDArray[np.int8], npt.NDArray[np.float16]]] = []
+        quantized: list[npt.NDArray[np.int8]] = []
         for start in range(0, len(texts), batch_size):
             encoded = self.encoder.encode_documents(texts[start : start + batch_size])
             quantized.extend(quantize_int8(v) for v in encoded)
@@ -226,10 +226,9 @@ class Index:
                     text=text,
                     metadata_json=meta,
                     codes=codes,
-                    scales=scales,
                     centroids=None if assigned is None else assigned[i],
                 )
-                for i, (doc_id, text, meta, (codes, scales)) in enumerate(
+                for i, (doc_id, text, meta, codes) in enumerate(
                     zip(ids, texts, metas, quantized, strict=True)
                 )
             ]
@@ -363,7 +362,7 @@ class Index:
         return self._score(query, prefilter.prune(query, candidates, keep=keep), k)
 
     def _score_pack(self, query: npt.NDArray[np.float32], pack: PackedVectors) -> Any:
-        return maxsim_int8_packed(query, pack.codes, pack.scales, pack.offsets)
+        return maxsim_int8_packed(query, pack.codes, pack.offsets)
 
     def _score(
         self, query: npt.NDArray[np.float32], rowids: npt.NDArray[np.int64], k: int
@@ -497,17 +496,16 @@ class Index:
 
 def _post(
     prefilter: Prefilter | None,
-    quantized: Sequence[tuple[npt.NDArray[np.int8], npt.NDArray[np.float16]]],
+    quantized: Sequence[npt.NDArray[np.int8]],
 ) -> list[npt.NDArray[np.uint32]] | None:
     """Each document's sorted unique nearest centroids, from its stored int8 vectors (as
     retraining re-posts them), in one assignment over all tokens of the batch."""
     if prefilter is None or not quantized:
         return None
-    codes = np.concatenate([c for c, _ in quantized])
-    scales = np.concatenate([s for _, s in quantized])
+    codes = np.concatenate(list(quantized))
     offsets = np.zeros(len(quantized) + 1, dtype=np.int64)
-    np.cumsum([len(c) for c, _ in quantized], out=offsets[1:])
-    labels = prefilter.assign(dequantize_int8(codes, scales))
+    np.cumsum([len(c) for c in quantized], out=offsets[1:])
+    labels = prefilter.assign(dequantize_int8(codes))
     return unique_per_document(labels, offsets, prefilter.num_centroids)
 
 

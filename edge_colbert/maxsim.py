@@ -7,7 +7,9 @@ with ``offsets`` marking where each document starts (CSR style, ``offsets[0] == 
 ``offsets[-1] == tokens``). One float32 matmul scores a block of documents at once; a
 segment max (``np.maximum.reduceat``) takes each query token's best match per document and
 a sum over query tokens gives the scores. Int8 codes are widened to float32 before the
-matmul, so products and sums never overflow (int8 arithmetic would wrap).
+matmul, so products and sums never overflow (int8 arithmetic would wrap), and each code
+row is scaled to unit length (see :mod:`edge_colbert.quantize`), so a score is a sum of
+cosines as with float vectors.
 
 A document with no tokens scores 0: it cannot match anything, and 0 keeps scores finite so
 they sort, serialize to JSON and add up without special cases. Real documents have at least
@@ -22,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_colbert.errors import InvalidInputError
+from edge_colbert.quantize import inverse_norms
 
 __all__ = ["best_matches", "maxsim_int8_packed", "maxsim_scores"]
 
@@ -54,7 +57,6 @@ def _check_dim(query_dim: int, doc_dim: int) -> None:
 def _packed_scores(
     query: npt.NDArray[np.float32],
     tokens: npt.NDArray[np.float32] | npt.NDArray[np.int8],
-    scales: npt.NDArray[np.float32] | None,
     offsets: npt.NDArray[np.int64],
     block_tokens: int,
 ) -> npt.NDArray[np.float32]:
@@ -75,10 +77,10 @@ def _packed_scores(
         first = int(starts[i])
         j = max(int(np.searchsorted(starts, first + block_tokens, side="left")), i + 1)
         last = int(offsets[nonempty[j - 1] + 1])
-        block = tokens[first:last].astype(np.float32, copy=False)
-        sim = query @ block.T
-        if scales is not None:
-            sim *= scales[first:last]
+        rows = tokens[first:last]
+        sim = query @ rows.astype(np.float32, copy=False).T
+        if rows.dtype == np.int8:
+            sim *= inverse_norms(rows)
         best = np.maximum.reduceat(sim, starts[i:j] - first, axis=1)
         scores[nonempty[i:j]] = best.sum(axis=0)
         i = j
@@ -119,13 +121,12 @@ def maxsim_scores(
     if not mats:
         return np.zeros(0, dtype=np.float32)
     packed = np.concatenate(mats, axis=0)
-    return _packed_scores(q, packed, None, offsets, block_tokens)
+    return _packed_scores(q, packed, offsets, block_tokens)
 
 
 def maxsim_int8_packed(
     query: npt.ArrayLike,
     codes: npt.ArrayLike,
-    scales: npt.ArrayLike,
     offsets: npt.ArrayLike,
     *,
     block_tokens: int = BLOCK_TOKENS,
@@ -133,13 +134,13 @@ def maxsim_int8_packed(
     """MaxSim of one query against many int8 documents packed in one array.
 
     Document ``i`` owns rows ``offsets[i]:offsets[i + 1]`` of ``codes``; its token ``t``
-    stands for ``codes[t] * scales[t]`` (see :mod:`edge_colbert.quantize`). The result
-    equals :func:`maxsim_scores` on the dequantized vectors up to float32 rounding.
+    stands for the unit vector ``codes[t] / ||codes[t]||`` (see
+    :mod:`edge_colbert.quantize`). The result equals :func:`maxsim_scores` on
+    ``dequantize_int8(codes)`` up to float32 rounding.
 
     Args:
         query: float ``[Tq, d]``.
         codes: int8 ``[sum T, d]``.
-        scales: float16 or float32 ``[sum T]``, one per token.
         offsets: integer ``[n + 1]``, non-decreasing, from 0 to ``sum T``.
         block_tokens: document tokens per matmul; bounds memory.
 
@@ -156,12 +157,6 @@ def maxsim_int8_packed(
             f"codes must be an int8 array [tokens, dim]; got dtype {c.dtype}, shape {c.shape}."
         )
     _check_dim(q.shape[1], c.shape[1])
-    s = np.asarray(scales)
-    if s.shape != (c.shape[0],):
-        raise InvalidInputError(
-            f"scales must hold one value per token: {c.shape[0]} tokens but scales has "
-            f"shape {s.shape}."
-        )
     o = np.asarray(offsets)
     if o.ndim != 1 or o.shape[0] < 1 or not np.issubdtype(o.dtype, np.integer):
         raise InvalidInputError(
@@ -173,7 +168,7 @@ def maxsim_int8_packed(
             f"offsets must rise from 0 to the number of tokens ({c.shape[0]}); got first "
             f"{int(o[0])}, last {int(o[-1])}, non-decreasing: {not bool(np.any(np.diff(o) < 0))}."
         )
-    return _packed_scores(q, c, s.astype(np.float32, copy=False), o, block_tokens)
+    return _packed_scores(q, c, o, block_tokens)
 
 
 def best_matches(query: npt.ArrayLike, doc: npt.ArrayLike) -> npt.NDArray[np.intp]:

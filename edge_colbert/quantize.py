@@ -1,12 +1,18 @@
-"""Int8 round trip for token vectors, one symmetric scale per token.
+"""Int8 codes for unit-length token vectors, with no stored scale.
 
-A token vector ``x`` is stored as ``codes = round(x / s)`` in int8 and ``s`` in float16, with
-``s`` the smallest float16 not below ``max|x| / 127``. Rounding the scale *up* to a float16
-means ``|x / s| <= 127`` always holds, so no code is ever clipped and the error of every
-component is at most ``s / 2``. Dequantizing uses exactly the float16 scale that was stored,
-so the bound holds for what comes back from the index, not only for what went in.
+ColBERT token vectors are L2-normalized (the model folder contract puts the normalization
+inside the graph), so a vector is fully described by its direction. A token vector ``x`` is
+stored as ``codes = round(x * 127 / max|x|)``: the largest component maps to +-127 and no
+code is ever clipped. Reading it back divides by the codes' own length,
+``codes / ||codes||``, which is again a unit vector pointing where ``x`` points, up to the
+rounding of each code by at most half a step.
 
-An all-zero vector gets scale 0 and codes 0, and comes back as zeros.
+A per-token scale (``max|x| / 127``, two bytes as float16) would only restore a length that
+is known to be 1, so it is not stored: that is 2 of every ~72 bytes per token on disk
+(docs/internals.md, "Bytes per token"). Scores use the exact unit length of the codes, so
+int8 MaxSim is a sum of true cosines of the reconstructed vectors.
+
+An all-zero vector gets codes 0 and comes back as zeros (its inverse norm is 0, not inf).
 """
 
 from __future__ import annotations
@@ -16,9 +22,7 @@ import numpy.typing as npt
 
 from edge_colbert.errors import InvalidInputError
 
-__all__ = ["dequantize_int8", "quantize_int8"]
-
-_FLOAT16_MAX = float(np.finfo(np.float16).max)
+__all__ = ["dequantize_int8", "inverse_norms", "quantize_int8"]
 
 
 def _as_matrix(vectors: npt.ArrayLike, what: str) -> npt.NDArray[np.float32]:
@@ -36,23 +40,30 @@ def _as_matrix(vectors: npt.ArrayLike, what: str) -> npt.NDArray[np.float32]:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def quantize_int8(
-    vectors: npt.ArrayLike,
-) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float16]]:
-    """Quantize token vectors to int8 codes with one float16 scale per token.
+def _as_codes(codes: npt.ArrayLike) -> npt.NDArray[np.int8]:
+    """Return ``codes`` as a 2-D int8 array, or raise :class:`InvalidInputError`."""
+    c = np.asarray(codes)
+    if c.ndim != 2 or c.dtype != np.int8:
+        raise InvalidInputError(
+            f"codes must be an int8 array [tokens, dim]; got dtype {c.dtype} with shape {c.shape}."
+        )
+    return c
+
+
+def quantize_int8(vectors: npt.ArrayLike) -> npt.NDArray[np.int8]:
+    """Quantize token vectors to int8 codes that keep each vector's direction.
 
     Args:
-        vectors: float array ``[T, d]``; any float dtype is accepted and read as float32.
+        vectors: float array ``[T, d]`` of token vectors (unit length, as every encoder
+            output is); any float dtype is accepted and read as float32.
 
     Returns:
-        ``(codes, scales)``: int8 ``[T, d]`` and float16 ``[T]``, such that
-        ``dequantize_int8(codes, scales)`` differs from ``vectors`` by at most
-        ``scales[t] / 2`` in every component of token ``t``.
+        int8 ``[T, d]``; each nonzero row has a component of magnitude 127.
+        ``dequantize_int8(codes)`` is the unit vector of each row.
 
     Raises:
-        InvalidInputError: ``vectors`` is not 2-D, not floating point, holds NaN or
-            infinity, or a token whose largest component exceeds what a float16 scale
-            can represent (about 8.3 million).
+        InvalidInputError: ``vectors`` is not 2-D, not floating point, or holds NaN or
+            infinity.
     """
     x = _as_matrix(vectors, "vectors")
     if x.size and not np.isfinite(x).all():
@@ -62,47 +73,49 @@ def quantize_int8(
             "is damaged. Check the model file and its execution provider."
         )
     amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
-    wanted = amax / np.float32(127.0)
-    if wanted.size and float(wanted.max()) > _FLOAT16_MAX:
-        raise InvalidInputError(
-            f"a token vector has a component of magnitude {float(amax.max()):.4g}, beyond "
-            f"the int8 + float16 range ({_FLOAT16_MAX * 127:.4g}); normalize the vectors "
-            "first (ColBERT vectors are unit length)."
-        )
-    scales = wanted.astype(np.float16)
-    # float16 rounding may land below max|x|/127, which would push a code past 127;
-    # step such scales up one float16 so the bound s/2 holds without clipping.
-    low = scales.astype(np.float32) < wanted
-    scales[low] = np.nextafter(scales[low], np.float16(np.inf))
-    safe = np.where(scales > 0, scales.astype(np.float32), np.float32(1.0))
-    codes = np.rint(x / safe[:, None])
-    # A rounding tie can still produce +-127.5 -> 128 in float arithmetic; clip is a guard.
+    factor = np.divide(np.float32(127.0), amax, out=np.zeros_like(amax), where=amax > 0).astype(
+        np.float32
+    )
+    codes = np.rint(x * factor[:, None])
+    # x * (127 / max|x|) can round to 127.00001 for the largest component; clip is a guard.
     np.clip(codes, -127, 127, out=codes)
-    return codes.astype(np.int8), scales
+    result: npt.NDArray[np.int8] = codes.astype(np.int8)
+    return result
 
 
-def dequantize_int8(codes: npt.ArrayLike, scales: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    """Turn int8 codes and per-token scales back into float32 token vectors.
+def inverse_norms(codes: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """``1 / ||codes[t]||`` per token (0 for an all-zero row), the scale that makes a row unit.
+
+    Squares are summed in int32: ``64 * 127**2`` is far inside its range, and int8 products
+    must never be accumulated in int8.
+
+    Args:
+        codes: int8 ``[T, d]``.
+
+    Returns:
+        float32 ``[T]``.
+
+    Raises:
+        InvalidInputError: ``codes`` is not a 2-D int8 array.
+    """
+    c = _as_codes(codes).astype(np.int32)
+    squares = np.einsum("ij,ij->i", c, c).astype(np.float32)
+    out = np.zeros(c.shape[0], dtype=np.float32)
+    np.divide(np.float32(1.0), np.sqrt(squares), out=out, where=squares > 0)
+    return out
+
+
+def dequantize_int8(codes: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Turn int8 codes back into float32 unit token vectors.
 
     Args:
         codes: int8 ``[T, d]`` from :func:`quantize_int8`.
-        scales: ``[T]`` scales (float16 as stored, or any float dtype).
 
     Returns:
-        float32 ``[T, d]``: ``codes[t] * scales[t]``.
+        float32 ``[T, d]``: ``codes[t] / ||codes[t]||`` (zeros for an all-zero row).
 
     Raises:
-        InvalidInputError: the shapes or dtypes do not fit together.
+        InvalidInputError: ``codes`` is not a 2-D int8 array.
     """
-    c = np.asarray(codes)
-    s = np.asarray(scales)
-    if c.ndim != 2 or c.dtype != np.int8:
-        raise InvalidInputError(
-            f"codes must be an int8 array [tokens, dim]; got dtype {c.dtype} with shape {c.shape}."
-        )
-    if s.ndim != 1 or s.shape[0] != c.shape[0]:
-        raise InvalidInputError(
-            f"scales must be a 1-D array with one scale per token: {c.shape[0]} tokens but "
-            f"scales has shape {s.shape}. The stored vectors are damaged; re-add the document."
-        )
-    return c.astype(np.float32) * s.astype(np.float32)[:, None]
+    c = _as_codes(codes)
+    return c.astype(np.float32) * inverse_norms(c)[:, None]

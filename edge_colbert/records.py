@@ -32,13 +32,12 @@ class StoredDocument:
 
 @dataclass(frozen=True)
 class NewDocument:
-    """A document ready to write: text, metadata JSON, int8 codes, scales, centroid ids."""
+    """A document ready to write: text, metadata JSON, int8 codes, centroid ids."""
 
     id: str
     text: str
     metadata_json: str
     codes: npt.NDArray[np.int8]
-    scales: npt.NDArray[np.float16]
     centroids: npt.NDArray[np.uint32] | None
 
 
@@ -46,12 +45,11 @@ class NewDocument:
 class PackedVectors:
     """The int8 vectors of several documents packed in one array, ordered by rowid.
 
-    Document ``i`` owns rows ``offsets[i]:offsets[i + 1]`` of ``codes`` and ``scales``.
+    Document ``i`` owns rows ``offsets[i]:offsets[i + 1]`` of ``codes``.
     """
 
     rowids: npt.NDArray[np.int64]
     codes: npt.NDArray[np.int8]
-    scales: npt.NDArray[np.float16]
     offsets: npt.NDArray[np.int64]
 
 

@@ -35,7 +35,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 APP = "edge-colbert"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 # meta keys (all values are TEXT)
@@ -63,7 +63,6 @@ CREATE TABLE documents (
 CREATE TABLE vectors (
     doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE CASCADE,
     codes BLOB NOT NULL,
-    scales BLOB NOT NULL,
     centroids BLOB
 );
 CREATE TABLE centroids (
@@ -76,10 +75,31 @@ CREATE TABLE centroids (
 # One statement at a time: executescript would COMMIT the transaction they run in.
 SCHEMA_STATEMENTS: tuple[str, ...] = tuple(s.strip() for s in _SCHEMA.split(";") if s.strip())
 
-# Migration from schema version v to v + 1, run inside one transaction on open. Version 1 is
-# the first, so the list is empty; a version 2 adds `1: _migrate_1_to_2` here.
+# Migration from schema version v to v + 1, run inside one transaction on open.
 Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: dict[int, Migration] = {}
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Version 2 drops the per-token float16 scales: codes alone give each unit vector.
+
+    The table is rebuilt rather than altered with ``DROP COLUMN``, which needs SQLite 3.35
+    and some Python builds link an older one. Codes, centroid ids and rowids are kept as
+    they are, so postings and the mirror of any reader stay valid; the freed pages are
+    reused by later writes (``VACUUM`` returns them to the file system).
+    """
+    conn.execute(
+        "CREATE TABLE vectors_v2 ("
+        "doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE CASCADE, "
+        "codes BLOB NOT NULL, centroids BLOB)"
+    )
+    conn.execute(
+        "INSERT INTO vectors_v2(doc, codes, centroids) SELECT doc, codes, centroids FROM vectors"
+    )
+    conn.execute("DROP TABLE vectors")
+    conn.execute("ALTER TABLE vectors_v2 RENAME TO vectors")
+
+
+MIGRATIONS: dict[int, Migration] = {1: _migrate_1_to_2}
 
 
 @dataclass(frozen=True)

@@ -70,14 +70,14 @@ def train_prefilter(store: Store, conn: sqlite3.Connection, tokens: int, version
     fraction = min(1.0, SAMPLE_TOKENS / max(tokens, 1))
     parts: list[npt.NDArray[np.float32]] = []
     for pack in store.iter_vectors():
-        vectors = dequantize_int8(pack.codes, pack.scales)
+        vectors = dequantize_int8(pack.codes)
         parts.append(vectors if fraction >= 1.0 else vectors[rng.random(len(vectors)) < fraction])
     prefilter = Prefilter(kmeans(np.concatenate(parts), num_centroids(tokens), seed=version))
     id_dtype = "uint16" if prefilter.num_centroids <= 1 << 16 else "uint32"
     rowids: list[int] = []
     lists: list[npt.NDArray[np.uint32]] = []
     for pack in store.iter_vectors():
-        labels = prefilter.assign(dequantize_int8(pack.codes, pack.scales))
+        labels = prefilter.assign(dequantize_int8(pack.codes))
         lists.extend(unique_per_document(labels, pack.offsets, prefilter.num_centroids))
         rowids.extend(pack.rowids.tolist())
     store.set_doc_centroids(conn, rowids, lists, id_dtype)

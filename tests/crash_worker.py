@@ -267,7 +267,7 @@ def check_structure(db: Path) -> tuple[str, list[str]]:
         ).fetchone()[0]
         bad_sizes = con.execute(
             "SELECT d.id FROM documents d JOIN vectors v ON v.doc = d.rowid "
-            "WHERE length(v.codes) != d.n_tokens * ? OR length(v.scales) != d.n_tokens * 2 "
+            "WHERE length(v.codes) != d.n_tokens * ? "
             "OR d.n_tokens <= 0",
             (dim,),
         ).fetchall()

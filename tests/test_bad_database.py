@@ -2,8 +2,8 @@
 
 Not SQLite, another program's SQLite database, a schema newer than this code, one older than
 any it can migrate, another model's index: each is refused with one clear message before a
-single byte changes. The current schema (version 1, the only one so far) opens, searches and
-takes writes.
+single byte changes. The current schema opens, searches and takes writes; migrations from
+older ones are in test_migration.py.
 """
 
 from __future__ import annotations

@@ -64,9 +64,9 @@ def test_int8_packed_agrees_with_dequantized_and_original() -> None:
     docs = [_unit(rng, int(n), 64) for n in rng.integers(1, 120, 80)]
     docs[10] = docs[10][:0]  # an empty document in the middle
     packed, offsets = _pack(docs)
-    codes, scales = quantize_int8(packed)
-    got = maxsim_int8_packed(query, codes, scales, offsets, block_tokens=500)
-    deq = dequantize_int8(codes, scales)
+    codes = quantize_int8(packed)
+    got = maxsim_int8_packed(query, codes, offsets, block_tokens=500)
+    deq = dequantize_int8(codes)
     on_deq = maxsim_scores(query, [deq[a:b] for a, b in itertools.pairwise(offsets)])
     np.testing.assert_allclose(got, on_deq, rtol=1e-5, atol=1e-5)
     original = maxsim_scores(query, docs)
@@ -78,24 +78,22 @@ def test_int8_packed_agrees_with_dequantized_and_original() -> None:
 
 def test_int8_packed_rejects_bad_offsets_and_dims() -> None:
     rng = np.random.default_rng(7)
-    codes, scales = quantize_int8(_unit(rng, 10, 8))
+    codes = quantize_int8(_unit(rng, 10, 8))
     query = _unit(rng, 2, 8)
     with pytest.raises(InvalidInputError, match="offsets"):
-        maxsim_int8_packed(query, codes, scales, np.array([0, 4, 9]))
+        maxsim_int8_packed(query, codes, np.array([0, 4, 9]))
     with pytest.raises(InvalidInputError, match="offsets"):
-        maxsim_int8_packed(query, codes, scales, np.array([0, 6, 4, 10]))
+        maxsim_int8_packed(query, codes, np.array([0, 6, 4, 10]))
     with pytest.raises(InvalidInputError, match=r"16 dimensions.*8"):
-        maxsim_int8_packed(_unit(rng, 2, 16), codes, scales, np.array([0, 10]))
+        maxsim_int8_packed(_unit(rng, 2, 16), codes, np.array([0, 10]))
     with pytest.raises(InvalidInputError, match="int8"):
-        maxsim_int8_packed(query, codes.astype(np.int16), scales, np.array([0, 10]))
+        maxsim_int8_packed(query, codes.astype(np.int16), np.array([0, 10]))
 
 
 def test_no_documents() -> None:
     query = np.ones((2, 4), dtype=np.float32)
     assert maxsim_scores(query, []).shape == (0,)
-    empty = maxsim_int8_packed(
-        query, np.zeros((0, 4), np.int8), np.zeros(0, np.float16), np.zeros(1, np.int64)
-    )
+    empty = maxsim_int8_packed(query, np.zeros((0, 4), np.int8), np.zeros(1, np.int64))
     assert empty.shape == (0,)
 
 

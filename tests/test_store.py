@@ -35,9 +35,9 @@ def _doc(doc_id: str, text: str, tokens: int, seed: int, meta: str = "{}") -> Ne
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((tokens, MODEL.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    codes, scales = quantize_int8(vectors)
+    codes = quantize_int8(vectors)
     centroids = np.unique(rng.integers(0, 1024, size=tokens)).astype(np.uint32)
-    return NewDocument(doc_id, text, meta, codes, scales, centroids)
+    return NewDocument(doc_id, text, meta, codes, centroids)
 
 
 def test_new_file_records_meta_and_schema(tmp_path: Path) -> None:
@@ -239,7 +239,7 @@ def test_bytes_per_token_stay_under_target(tmp_path: Path) -> None:
         doc = _doc(f"{i:032x}", text, n, i)
         # about 0.6 unique centroids per token, as a trained index stores
         keep = np.unique(rng.integers(0, 4096, size=int(n * 0.6))).astype(np.uint32)
-        docs.append(NewDocument(doc.id, doc.text, "{}", doc.codes, doc.scales, keep))
+        docs.append(NewDocument(doc.id, doc.text, "{}", doc.codes, keep))
         tokens += n
     with store.transaction() as conn:
         store.insert(conn, docs, "uint16")
