@@ -102,14 +102,14 @@ def _encoder(args: argparse.Namespace, model_dir: Path | None = None) -> Any:
     """
     from edge_colbert import Encoder
 
-    return Encoder(model_dir or args.model, threads=args.threads)
+    return Encoder(model_dir or args.model, threads=args.threads, batch_size=args.batch)
 
 
 def _stored_tokens(db: Path) -> tuple[int, int]:
-    """Stored token count and int8 vector bytes (codes + scales), read from the SQLite file."""
+    """Stored token count and int8 vector bytes (the codes), read from the SQLite file."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         tokens, vector_bytes = con.execute(
-            "SELECT SUM(d.n_tokens), SUM(length(v.codes) + length(v.scales)) "
+            "SELECT SUM(d.n_tokens), SUM(length(v.codes)) "
             "FROM documents d JOIN vectors v ON v.doc = d.rowid"
         ).fetchone()
     return int(tokens or 0), int(vector_bytes or 0)
@@ -157,8 +157,11 @@ def phase_edge_index(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
     meter.start()
     clock = common.Stopwatch()
     index = Index(db, encoder=enc)
-    for i in range(0, len(data.doc_texts), args.batch):
-        index.add(data.doc_texts[i : i + args.batch], ids=data.doc_ids[i : i + args.batch])
+    # As an application adds a corpus it holds: a few large calls, each one transaction
+    # (the encoder sorts each call's texts by length and runs them --batch at a time).
+    step = args.add_batch
+    for i in range(0, len(data.doc_texts), step):
+        index.add(data.doc_texts[i : i + step], ids=data.doc_ids[i : i + step])
     seconds, cpu = clock.stop()
     info = index.info()
     index.close()
@@ -233,8 +236,8 @@ def phase_numpy_index(args: argparse.Namespace, data: Dataset) -> dict[str, Any]
     meter.start()
     clock = common.Stopwatch()
     vectors = []
-    for i in range(0, len(data.doc_texts), args.batch):
-        vectors.extend(enc.encode_documents(data.doc_texts[i : i + args.batch]))
+    for i in range(0, len(data.doc_texts), args.add_batch):
+        vectors.extend(enc.encode_documents(data.doc_texts[i : i + args.add_batch]))
     packed = common.PackedVectors(vectors)
     path = args.work / "numpy_vectors.npz"
     np.savez(path, matrix=packed.matrix, lengths=packed.lengths)
@@ -376,6 +379,7 @@ class _VoyagerThreads:
         )
 
     def __getattr__(self, name: str) -> Any:
+        """Anything else (``save``, ``get_vectors``, ``M``...) from the wrapped index."""
         return getattr(self._index, name)
 
 
@@ -595,6 +599,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--batch", type=int, default=32, help="documents per encode batch (both encoders)"
     )
+    p.add_argument(
+        "--add-batch",
+        type=int,
+        default=1024,
+        help="documents per Index.add call (one transaction each; PyLate encodes all at once)",
+    )
     p.add_argument("--skip", nargs="*", default=[], choices=PHASES, help="phases to leave out")
     p.add_argument(
         "--work", type=Path, help="folder for the index files (default: a temporary folder)"
@@ -641,6 +651,8 @@ def main(argv: list[str] | None = None) -> int:
         str(args.threads),
         "--batch",
         str(args.batch),
+        "--add-batch",
+        str(args.add_batch),
         "--work",
         str(work),
     ]

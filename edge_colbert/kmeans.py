@@ -22,9 +22,11 @@ logger = logging.getLogger(__name__)
 MIN_CENTROIDS = 8
 MAX_CENTROIDS = 65536
 
-# Similarity entries computed per matmul chunk (64 MiB of float32): bounds memory for any
-# sample size and number of centroids.
-_CHUNK_ENTRIES = 1 << 24
+# Similarity entries computed per matmul chunk (4 MiB of float32): bounds memory for any
+# sample size and number of centroids, and keeps the chunk in cache for the argmax that
+# reads it back. Measured on 200k tokens x 4,096 centroids (2 cores): 64 MiB chunks 0.82 s,
+# 16 MiB 0.57 s, 4 MiB 0.49 s, 1 MiB 0.56 s.
+_CHUNK_ENTRIES = 1 << 20
 
 # k-means++ seeds from a pool of max(4k, 4096) rows, and only up to 256 centroids:
 # beyond that its k sequential numpy passes cost more than the Lloyd iterations.
