@@ -205,17 +205,20 @@ def phase_edge_search(args: argparse.Namespace, data: Dataset) -> dict[str, Any]
         index.search_vectors(q, k=10)  # warm-up: loads centroids and the usearch index
     runs: dict[str, dict[str, dict[str, float]]] = {"prefilter": {}, "exhaustive": {}}
     times: dict[str, list[float]] = {"prefilter": [], "exhaustive": []}
-    overlaps = []
-    for qid, q in zip(data.query_ids, qvecs, strict=True):
-        for mode in ("prefilter", "exhaustive"):
+    # Searches as a user runs them first, so that their peak memory is theirs alone; the
+    # exhaustive pass (a check, which reads every vector) comes after and is metered apart.
+    memory: dict[str, Any] = {}
+    for mode in ("prefilter", "exhaustive"):
+        for qid, q in zip(data.query_ids, qvecs, strict=True):
             started = time.perf_counter()
             hits = index.search_vectors(q, k=10, exhaustive=mode == "exhaustive")
             times[mode].append(time.perf_counter() - started)
             runs[mode][qid] = {h.id: float(h.score) for h in hits}
-        overlaps.append(
-            common.overlap_at_k(list(runs["prefilter"][qid]), list(runs["exhaustive"][qid]))
-        )
-    memory = meter.report()
+        memory[mode] = meter.report()
+    overlaps = [
+        common.overlap_at_k(list(runs["prefilter"][qid]), list(runs["exhaustive"][qid]))
+        for qid in data.query_ids
+    ]
     index.close()
     return {
         "query_encode": common.latency_ms(enc_times),
@@ -224,7 +227,8 @@ def phase_edge_search(args: argparse.Namespace, data: Dataset) -> dict[str, Any]
         "ndcg": evaluate(runs["prefilter"], data.qrels),
         "ndcg_exhaustive": evaluate(runs["exhaustive"], data.qrels),
         "overlap": float(np.mean(overlaps)),
-        "memory": memory,
+        "memory": memory["prefilter"],
+        "memory_with_exhaustive": memory["exhaustive"],
     }
 
 

@@ -107,6 +107,7 @@ class Encoder:
         self._session = create_session(graph, providers, threads=threads)
         self.providers: list[str] = list(self._session.get_providers())
         self._input_names = {i.name for i in self._session.get_inputs()}
+        self._fixed = self._fixed_shape(graph)
         self._check_graph(graph)
         self._language = self._resolve_language(language, None)
         self._skip = np.array(sorted(set(self.manifest.skiplist_ids)), dtype=np.int64)
@@ -260,14 +261,20 @@ class Encoder:
         return out
 
     def _run(self, inputs: list[ModelInput], language: int | None) -> list[Vectors]:
-        """Run the graph in length-sorted batches and return kept rows in input order."""
+        """Run the graph in length-sorted batches and return kept rows in input order.
+
+        A graph with static shapes (the NPU export) gets exactly its ``[rows, tokens]``:
+        every text padded to its token count, batches filled up with padding rows. The
+        attention mask keeps padding out of every real token's vectors.
+        """
         order = sorted(range(len(inputs)), key=lambda i: len(inputs[i].input_ids), reverse=True)
         results: list[Vectors] = [np.zeros((0, self.dim), dtype=np.float32)] * len(inputs)
-        for start in range(0, len(order), self.batch_size):
-            batch = [inputs[i] for i in order[start : start + self.batch_size]]
-            width = max(len(item.input_ids) for item in batch)
-            input_ids = np.full((len(batch), width), self.manifest.pad_token_id, dtype=np.int64)
-            attention = np.zeros((len(batch), width), dtype=np.int64)
+        step = self._fixed[0] if self._fixed else self.batch_size
+        for start in range(0, len(order), step):
+            batch = [inputs[i] for i in order[start : start + step]]
+            height, width = self._fixed or (len(batch), max(len(x.input_ids) for x in batch))
+            input_ids = np.full((height, width), self.manifest.pad_token_id, dtype=np.int64)
+            attention = np.zeros((height, width), dtype=np.int64)
             for row, item in enumerate(batch):
                 input_ids[row, : len(item.input_ids)] = item.input_ids
                 attention[row, : len(item.attention_mask)] = item.attention_mask
@@ -299,6 +306,30 @@ class Encoder:
         normalized: Vectors = vectors / np.maximum(norms, np.float32(1e-12))
         return normalized
 
+    def _fixed_shape(self, graph: Path) -> tuple[int, int] | None:
+        """``(rows, tokens)`` of a graph with static input shapes, else None.
+
+        NPU execution providers (QNN, some OpenVINO devices) compile one shape, so the
+        ``--target npu`` export fixes it. Every text must fit in its tokens.
+
+        Raises:
+            ModelFolderError: the fixed token count is below the manifest's query or
+                document length, so some texts could not be encoded.
+        """
+        shape = next(i.shape for i in self._session.get_inputs() if i.name == "input_ids")
+        if len(shape) != 2 or not all(isinstance(d, int) and d > 0 for d in shape):
+            return None
+        rows, tokens = int(shape[0]), int(shape[1])
+        m = self.manifest
+        longest = max(m.query_maxlen, m.doc_maxlen)
+        if tokens < longest:
+            raise ModelFolderError(
+                f"{graph} takes fixed inputs of {tokens} tokens, but the manifest allows "
+                f"{longest} (query_maxlen {m.query_maxlen}, doc_maxlen {m.doc_maxlen}); "
+                "re-export it with --target npu from the same settings."
+            )
+        return rows, tokens
+
     def _check_graph(self, graph: Path) -> None:
         """Refuse a graph whose inputs, output name or dimension differ from the manifest."""
         m = self.manifest
@@ -320,7 +351,8 @@ class Encoder:
         width = outputs[m.output].shape[-1] if outputs[m.output].shape else None
         if not isinstance(width, int):
             # A symbolic last axis: learn it from one tiny forward pass.
-            ids = np.array([[m.pad_token_id, m.pad_token_id]], dtype=np.int64)
+            rows, tokens = self._fixed or (1, 2)
+            ids = np.full((rows, tokens), m.pad_token_id, dtype=np.int64)
             width = int(self._forward(ids, np.ones_like(ids), 0).shape[-1])
         if width != m.dim:
             raise ModelFolderError(

@@ -157,6 +157,27 @@ def test_length_bucketed_batches_equal_one_at_a_time(tiny_model_dir: Path) -> No
             np.testing.assert_allclose(got, single([text])[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+def test_fixed_shape_graph_pads_every_text_to_its_shape(tmp_path: Path, rows: int) -> None:
+    """An NPU-style graph with static [rows, tokens] inputs gives the dynamic graph's vectors."""
+    dynamic = _encoder(build_tiny_model(tmp_path / "dynamic"))
+    fixed = _encoder(build_tiny_model(tmp_path / "fixed", fixed_shape=(rows, 24)))
+    queries = ["cold water", "what is a cell?", "the moon"]
+    for want, got in zip(
+        dynamic.encode_queries(queries) + dynamic.encode_documents(DOCS),
+        fixed.encode_queries(queries) + fixed.encode_documents(DOCS),
+        strict=True,
+    ):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_fixed_shape_shorter_than_the_manifest_lengths_is_refused(tmp_path: Path) -> None:
+    folder = build_tiny_model(tmp_path / "short", fixed_shape=(1, 8))
+    with pytest.raises(ModelFolderError, match=r"fixed inputs of 8 tokens.*doc_maxlen 24"):
+        _encoder(folder)
+
+
 def test_document_token_spans_align_with_rows(tiny_model_dir: Path, tmp_path: Path) -> None:
     encoders = [
         _encoder(tiny_model_dir),

@@ -116,3 +116,52 @@ def test_unknown_format_lists_supported_formats(tmp_path: Path) -> None:
     (tmp_path / "junk" / "weights.bin").write_bytes(b"\0" * 10)
     with pytest.raises(ExportError, match="Stanford ColBERT"):
         export_model(tmp_path / "junk", tmp_path / "out")
+
+
+def _min_token_cosine(a: list[Any], b: list[Any]) -> float:
+    assert [x.shape for x in a] == [y.shape for y in b]
+    return float(min(np.sum(x * y, axis=1).min() for x, y in zip(a, b, strict=True)))
+
+
+def test_fp16_export_and_variant_follow_the_float_graph(tmp_path: Path) -> None:
+    """--quantize fp16 (for GPUs) writes an fp16 graph the runtime reads like the fp32 one."""
+    folder = fx.make_pylate(tmp_path / "pl", "bert")
+    fp32 = export_model(folder, tmp_path / "fp32", dim="native", quantize="none")
+    fp16 = export_model(folder, tmp_path / "fp16", dim="native", quantize="fp16")
+    manifest = load_manifest(fp16)
+    assert manifest.quantization == "fp16" and manifest.variants == {}
+    ref = Encoder(fp32, providers=["CPUExecutionProvider"], threads=1)
+    half = Encoder(fp16, providers=["CPUExecutionProvider"], threads=1)
+    for encode in ("encode_queries", "encode_documents"):
+        texts = fx.QUERIES if encode == "encode_queries" else fx.DOCUMENTS
+        cosine = _min_token_cosine(getattr(ref, encode)(texts), getattr(half, encode)(texts))
+        assert cosine > 0.999, f"{encode}: fp16 token cosine {cosine:.5f}"
+    # --fp16-variant keeps the fp32 graph as the default and adds the fp16 one beside it.
+    both = export_model(folder, tmp_path / "both", dim="native", quantize="none", fp16_variant=True)
+    assert load_manifest(both).variants == {"fp16": "model.fp16.onnx"}
+    variant = Encoder(both, providers=["CPUExecutionProvider"], model_file="model.fp16.onnx")
+    assert (
+        _min_token_cosine(
+            ref.encode_documents(fx.DOCUMENTS), variant.encode_documents(fx.DOCUMENTS)
+        )
+        > 0.999
+    )
+
+
+def test_npu_target_writes_a_fixed_shape_qdq_graph_the_encoder_runs(tmp_path: Path) -> None:
+    """--target npu: static [1, doc_maxlen] QDQ graph; the Encoder pads every text to it."""
+    folder = fx.make_pylate(tmp_path / "pl", "bert")
+    out = export_model(folder, tmp_path / "out", dim="native", quantize="none", target="npu")
+    manifest = load_manifest(out)
+    assert manifest.variants == {"qdq": "model.qdq.onnx"}
+    assert "model.qdq.onnx" in manifest.files
+    ref = Encoder(out, providers=["CPUExecutionProvider"], threads=1)
+    npu = Encoder(out, providers=["CPUExecutionProvider"], threads=1, model_file="model.qdq.onnx")
+    ref_q, got_q = ref.encode_queries(fx.QUERIES), npu.encode_queries(fx.QUERIES)
+    ref_d, got_d = ref.encode_documents(fx.DOCUMENTS), npu.encode_documents(fx.DOCUMENTS)
+    # Same tokens kept (padding to the fixed shape changes no real token), vectors close
+    # (static int8 activations), and the reference's ranking kept.
+    assert _min_token_cosine(ref_q, got_q) > 0.9
+    assert _min_token_cosine(ref_d, got_d) > 0.9
+    kept, why = ranking_kept(maxsim(ref_q, ref_d), maxsim(got_q, got_d))
+    assert kept, why

@@ -132,12 +132,18 @@ def _graph(
     dim: int,
     token_type_ids: bool,
     language_input: str | None,
+    fixed_shape: tuple[int, int] | None = None,
 ) -> onnx.ModelProto:
-    """The ONNX graph: embeddings, one masked attention step, projection, L2 normalization."""
+    """The ONNX graph: embeddings, one masked attention step, projection, L2 normalization.
+
+    ``fixed_shape`` gives every input static ``[rows, tokens]`` dims, as an NPU export has.
+    """
     nodes = []
+    rows_dim: str | int = fixed_shape[0] if fixed_shape else "batch"
+    batch_tokens: list[str | int] = list(fixed_shape) if fixed_shape else ["batch", "tokens"]
     inputs = [
-        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
-        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "tokens"]),
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, batch_tokens),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, batch_tokens),
     ]
     init = [numpy_helper.from_array(v, name=k) for k, v in weights.items()]
     init += [
@@ -160,7 +166,7 @@ def _graph(
     last = "x0"
     if token_type_ids:
         inputs.append(
-            helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "tokens"])
+            helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, batch_tokens)
         )
         nodes += [
             n("Gather", ["type_emb", "token_type_ids"], ["x_type"]),
@@ -168,7 +174,7 @@ def _graph(
         ]
         last = "x1"
     if language_input is not None:
-        inputs.append(helper.make_tensor_value_info(language_input, TensorProto.INT64, ["batch"]))
+        inputs.append(helper.make_tensor_value_info(language_input, TensorProto.INT64, [rows_dim]))
         nodes += [
             n("Gather", ["lang_emb", language_input], ["x_lang"]),
             n("Unsqueeze", ["x_lang", "axis1"], ["x_lang3"]),
@@ -194,9 +200,7 @@ def _graph(
         n("MatMul", ["h_act", "wo"], ["proj"]),
         n("LpNormalization", ["proj"], ["embeddings"], axis=-1, p=2),
     ]
-    output = helper.make_tensor_value_info(
-        "embeddings", TensorProto.FLOAT, ["batch", "tokens", dim]
-    )
+    output = helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, [*batch_tokens, dim])
     graph = helper.make_graph(nodes, "tiny_colbert", inputs, [output], initializer=init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -237,6 +241,7 @@ def build_tiny_model(
     token_type_ids: bool = False,
     languages: Sequence[str] = (),
     manifest_dim: int | None = None,
+    fixed_shape: tuple[int, int] | None = None,
 ) -> Path:
     """Write a complete tiny model folder at ``out_dir`` and return it.
 
@@ -246,6 +251,7 @@ def build_tiny_model(
     ``token_type_ids`` adds that graph input; ``languages`` makes an adapter-style model with
     a ``language`` input (an index into ``languages``). ``manifest_dim`` records a different
     ``dim`` in the manifest than the graph has, to test that the runtime refuses it.
+    ``fixed_shape`` makes the graph's inputs static ``[rows, tokens]`` (an NPU-style graph).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -269,6 +275,7 @@ def build_tiny_model(
         dim=dim,
         token_type_ids=token_type_ids,
         language_input=language_input,
+        fixed_shape=fixed_shape,
     )
     onnx.save(graph, str(out_dir / "model.onnx"))
 
