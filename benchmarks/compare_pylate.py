@@ -282,13 +282,33 @@ def phase_numpy_search(args: argparse.Namespace, data: Dataset) -> dict[str, Any
     }
 
 
-def phase_pylate_index(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
-    """PyLate float32 encode of the documents, stored as its float32 token tensors."""
+def _pylate(args: argparse.Namespace, data: Dataset) -> tuple[Any, str]:
+    """PyLate on the benchmark's threads with the exported projection, warmed up.
+
+    The warm-up encodes a few documents, so that first-call allocations are not timed.
+    """
     import torch
 
     torch.set_num_threads(args.threads)
     model, source = build_pylate(args.checkpoint, args.model, args.fp32_model)
     model.encode(data.doc_texts[:8], is_query=False)
+    return model, source
+
+
+def _pylate_queries(args: argparse.Namespace, data: Dataset) -> tuple[Any, list[Any], list[float]]:
+    """PyLate (as :func:`_pylate`), and each query encoded one at a time with its latency."""
+    model, _ = _pylate(args, data)
+    qvecs, enc_times = _query_latencies(
+        lambda t: model.encode(t, is_query=True, convert_to_numpy=False), data.query_texts
+    )
+    return model, qvecs, enc_times
+
+
+def phase_pylate_index(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
+    """PyLate float32 encode of the documents, stored as its float32 token tensors."""
+    import torch
+
+    model, source = _pylate(args, data)
     meter = common.PeakMeter()
     meter.start()
     clock = common.Stopwatch()
@@ -316,11 +336,7 @@ def phase_pylate_search(args: argparse.Namespace, data: Dataset) -> dict[str, An
     import torch
     from pylate.scores import colbert_scores
 
-    torch.set_num_threads(args.threads)
-    model, _ = build_pylate(args.checkpoint, args.model, args.fp32_model)
-    qvecs, enc_times = _query_latencies(
-        lambda t: model.encode(t, is_query=True, convert_to_numpy=False), data.query_texts
-    )
+    _, qvecs, enc_times = _pylate_queries(args, data)
     meter = common.PeakMeter()
     meter.start()
     docs = torch.load(args.work / "pylate_vectors.pt")
@@ -416,11 +432,7 @@ def _folder_bytes(folder: Path) -> dict[str, int]:
 
 def phase_pylate_voyager_index(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
     """PyLate float32 encode of the documents, added to PyLate's Voyager (HNSW) index."""
-    import torch
-
-    torch.set_num_threads(args.threads)
-    model, source = build_pylate(args.checkpoint, args.model, args.fp32_model)
-    model.encode(data.doc_texts[:8], is_query=False)
+    model, source = _pylate(args, data)
     meter = common.PeakMeter()
     meter.start()
     clock = common.Stopwatch()
@@ -463,14 +475,9 @@ def phase_pylate_voyager_search(args: argparse.Namespace, data: Dataset) -> dict
     after the memory figure, so it does not count there) and the time PyLate spends reloading
     its two id-mapping pickles, which ``Voyager`` reads from disk on every search call.
     """
-    import torch
     from pylate import retrieve
 
-    torch.set_num_threads(args.threads)
-    model, _ = build_pylate(args.checkpoint, args.model, args.fp32_model)
-    qvecs, enc_times = _query_latencies(
-        lambda t: model.encode(t, is_query=True, convert_to_numpy=False), data.query_texts
-    )
+    _, qvecs, enc_times = _pylate_queries(args, data)
     meter = common.PeakMeter()
     meter.start()
     index = _voyager_index(args, int(qvecs[0].shape[1]), override=False)

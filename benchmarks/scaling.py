@@ -225,7 +225,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[s
             f"| {s['search']['p50']:.1f} / {s['search']['p95']:.1f} "
             f"| {s['search_exhaustive']['p50']:.1f} / {s['search_exhaustive']['p95']:.1f} "
             f"| {s['overlap']:.3f} | {s['memory']['above_base'] / (1 << 20):.0f} MiB "
-            f"(int8 vectors: {info['tokens'] * (DIM + 2) / (1 << 20):.0f} MiB) |"
+            f"(int8 vectors: {info['tokens'] * DIM / (1 << 20):.0f} MiB) |"
         )
     lines += [
         "",
