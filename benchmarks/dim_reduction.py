@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.eval_scifact import DEFAULT_SCIFACT, evaluate, load_dataset
+from export.calibration_text import pseudo_queries
 from export.reduce import (
     DEFAULT_STDLIB_PASSAGES,
     default_calibration_texts,
@@ -359,6 +360,36 @@ def measure(args: argparse.Namespace) -> list[tuple[str, float]]:
         w_pca_corpus,
     )
     score(f"(c) fitted-{args.dim} on the calibration text, {chosen}", queries, docs, w_fit)
+    if args.corpus_calibration:
+        # What `export --calibration` on a user's own documents gives: the fit sees N
+        # documents of the corpus that is searched and pseudo-queries cut from them, never an
+        # evaluation query. Transductive by design, so not the bundled model's figure.
+        picked_docs = np.sort(
+            np.random.default_rng(1).choice(
+                len(data.doc_texts), args.corpus_calibration, replace=False
+            )
+        )
+        corpus_q_texts = [q for i in picked_docs for q in pseudo_queries(data.doc_texts[i])]
+        corpus_q = model.encode_queries(
+            corpus_q_texts, marker=marker, expansion=expansion, maxlen=args.query_maxlen
+        ).split()
+        start = time.perf_counter()
+        w_corpus = fit_projection(
+            corpus_q,
+            _subset(docs, picked_docs).split(),
+            args.dim,
+            seed=0,
+            steps=args.steps,
+            threads=args.threads,
+        )
+        log.info("corpus fit_projection took %.1f s", time.perf_counter() - start)
+        score(
+            f"(e) fitted-{args.dim} on {len(picked_docs)} documents of the searched corpus and "
+            f"{len(corpus_q)} pseudo-queries cut from them (no evaluation query), {chosen}",
+            queries,
+            docs,
+            w_corpus,
+        )
 
     if args.check_queries:
         # The re-ranking pool must not hide documents that exhaustive MaxSim would rank high.
@@ -399,6 +430,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=DEFAULT_STDLIB_PASSAGES,
         help="standard library docstring passages added to the shipped calibration passages",
+    )
+    parser.add_argument(
+        "--corpus-calibration",
+        type=int,
+        default=0,
+        help="also fit on N documents of the searched corpus (pseudo-queries cut from them)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -316,7 +316,8 @@ class Encoder:
             ModelFolderError: the fixed token count is below the manifest's query or
                 document length, so some texts could not be encoded.
         """
-        shape = next(i.shape for i in self._session.get_inputs() if i.name == "input_ids")
+        shapes = [i.shape for i in self._session.get_inputs() if i.name == "input_ids"]
+        shape = shapes[0] if shapes else []  # no input_ids: _check_graph says what is wrong
         if len(shape) != 2 or not all(isinstance(d, int) and d > 0 for d in shape):
             return None
         rows, tokens = int(shape[0]), int(shape[1])
