@@ -52,7 +52,15 @@ class PrefilterMirror:
         return self._store.meta().get(schema.META_CENTROID_IDS, "uint32")
 
     def load(self) -> None:
-        """(Re)build centroids and every posting from the file."""
+        """(Re)build centroids and every posting from the file, in one read transaction.
+
+        Centroids and postings must come from the same commit: a writer that retrains
+        between the two reads would otherwise pair new postings with old centroids.
+        """
+        with self._store.snapshot():
+            self._load()
+
+    def _load(self) -> None:
         stored = self._store.centroids()
         if stored is None:
             self.prefilter, self.version = None, 0
@@ -73,7 +81,12 @@ class PrefilterMirror:
 
     def sync(self) -> None:
         """Bring memory in step with the file: incrementally while the centroids are the
-        ones in memory, by a full :meth:`load` when they were (re)trained elsewhere."""
+        ones in memory, by a full :meth:`load` when they were (re)trained elsewhere. All
+        reads happen in one read transaction, so they see one commit."""
+        with self._store.snapshot():
+            self._sync()
+
+    def _sync(self) -> None:
         prefilter = self.prefilter
         if prefilter is None or self._store.centroid_version() != self.version:
             logger.debug("%s: centroids changed elsewhere; reloading", self._store.path)

@@ -107,3 +107,38 @@ def test_writes_to_a_readonly_index_say_how_to_fix(tmp_path: Path, tiny_encoder:
                 write()
             assert isinstance(caught.value, IndexFileError)
         assert len(reader) == 1
+
+
+def test_a_retrain_between_a_readers_reads_is_not_seen_half(
+    tmp_path: Path, tiny_encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer retrains (more centroids) right after a reader has read the centroids: the
+    reader's postings still come from the same commit as its centroids."""
+    path = tmp_path / "race.db"
+    texts = _generated(400, seed=5)
+    with Index(path, encoder=tiny_encoder, train_tokens=300) as writer:
+        writer.add(texts[:40], ids=[f"d{i}" for i in range(40)])
+        before = writer.info()["centroids"]
+        store_type = type(writer.store)
+        original = store_type.centroids
+        fired: list[int] = []
+
+        def centroids_then_retrain(self: object) -> object:
+            found = original(self)  # type: ignore[arg-type]
+            if self is not writer.store and not fired:
+                fired.append(1)
+                # Four times the tokens: the writer retrains with more centroids now.
+                writer.add(texts[40:400], ids=[f"d{i}" for i in range(40, 400)])
+                assert writer.info()["centroids"] > before
+            return found
+
+        monkeypatch.setattr(store_type, "centroids", centroids_then_retrain)
+        with Index(path, encoder=tiny_encoder, readonly=True) as reader:
+            assert fired, "the writer did not run between the reader's reads"
+            prefilter = reader._prefilter
+            assert prefilter is not None and prefilter.num_centroids == before
+            monkeypatch.setattr(store_type, "centroids", original)
+            # The next search follows the retrain as a whole.
+            reader.search("cell", k=3)
+            assert reader.info()["centroids"] == writer.info()["centroids"]
+            assert _postings(reader) == _fresh_postings(path)
