@@ -87,6 +87,7 @@ class Store:
             ``delete``); call :meth:`check_model` before encoding anything for it.
         readonly: open with ``mode=ro``; every write raises :class:`ReadOnlyIndexError`.
         timeout: seconds to wait for another writer's lock before :class:`IndexBusyError`.
+        mmap: read the file through a memory map of up to :data:`MMAP_BYTES`.
 
     Raises:
         IndexFileError: not SQLite, another program's database, a newer schema, or a
@@ -101,10 +102,12 @@ class Store:
         model: ModelInfo | None,
         readonly: bool = False,
         timeout: float = 30.0,
+        mmap: bool = True,
     ) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self.timeout = float(timeout)
+        self.mmap = bool(mmap)
         exists = self.path.exists()
         if exists and not self.path.is_file():
             raise IndexFileError(f"{self.path} is a folder, not an index file; pass a file path.")
@@ -146,8 +149,9 @@ class Store:
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
-        # Memory-mapped reads halve the cost of walking a blob's chain of small pages.
-        conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+        # Memory-mapped reads halve the cost of walking a blob's chain of small pages; the
+        # mapped pages count in the process's RSS (shared with other readers, reclaimable).
+        conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES if self.mmap else 0}")
         return conn
 
     def _open(self, model: ModelInfo | None) -> None:

@@ -90,6 +90,20 @@ def test_reopening_gives_the_same_results(tmp_path: Path, tiny_encoder: Encoder)
         assert index.info()["centroids"] == info["centroids"]
 
 
+def test_without_the_memory_map_results_are_the_same(tmp_path: Path, tiny_encoder: Encoder) -> None:
+    path = tmp_path / "notes.db"
+    texts = _generated(120)
+    queries = _generated(5, seed=1)
+    with Index(path, encoder=tiny_encoder, train_tokens=500) as index:
+        index.add(texts)
+        assert index.store.connection.execute("PRAGMA mmap_size").fetchone()[0] > 0
+        before = [index.search(q, k=5) for q in queries]
+    for readonly in (True, False):
+        with Index(path, encoder=tiny_encoder, readonly=readonly, mmap=False) as index:
+            assert index.store.connection.execute("PRAGMA mmap_size").fetchone()[0] == 0
+            assert [index.search(q, k=5) for q in queries] == before
+
+
 def test_where_filters(tmp_path: Path, tiny_encoder: Encoder) -> None:
     nasty = "a') OR 1=1 --"
     with Index(tmp_path / "notes.db", encoder=tiny_encoder) as index:
