@@ -73,11 +73,11 @@ def quantize_int8(vectors: npt.ArrayLike) -> npt.NDArray[np.int8]:
             "is damaged. Check the model file and its execution provider."
         )
     amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
-    factor = np.divide(np.float32(127.0), amax, out=np.zeros_like(amax), where=amax > 0).astype(
-        np.float32
-    )
-    codes = np.rint(x * factor[:, None])
-    # x * (127 / max|x|) can round to 127.00001 for the largest component; clip is a guard.
+    # Divide by max|x| first: the ratio lies in [-1, 1] even for subnormal vectors, where
+    # 127 / max|x| would overflow to infinity (and 0 * inf to NaN).
+    safe = np.where(amax > 0, amax, np.float32(1.0))
+    codes = np.rint(x / safe[:, None] * np.float32(127.0))
+    # Rounding can land a hair past 127 for the largest component; clip is a guard.
     np.clip(codes, -127, 127, out=codes)
     result: npt.NDArray[np.int8] = codes.astype(np.int8)
     return result
