@@ -37,8 +37,11 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert 'pip install -q -e ".[dev]"' in ci  # dev includes the README's [test] extra
 
 
-def test_main_job_indexes_and_searches_the_project_docs(tmp_path: Path) -> None:
-    """The first command, run for real with the bundled model (without the pip install)."""
+def test_main_job_indexes_and_searches_the_project_docs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first command, run for real with the bundled model (without the pip install):
+    its question about power loss is answered from the reliability page."""
     from edge_colbert.cli import main
 
     main_job = _blocks("bash")[0].strip()
@@ -53,6 +56,8 @@ def test_main_job_indexes_and_searches_the_project_docs(tmp_path: Path) -> None:
             assert main(args) == 0, f"`{' '.join(argv)}` failed"
     finally:
         os.chdir(cwd)
+    first = [line for line in capsys.readouterr().out.splitlines() if re.match(r" *1\. ", line)]
+    assert len(first) == 1 and "docs/reliability.md" in first[0], first
 
 
 def test_python_example_runs_as_written(tmp_path: Path) -> None:
