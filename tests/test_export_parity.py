@@ -118,11 +118,6 @@ def test_unknown_format_lists_supported_formats(tmp_path: Path) -> None:
         export_model(tmp_path / "junk", tmp_path / "out")
 
 
-def _min_token_cosine(a: list[Any], b: list[Any]) -> float:
-    assert [x.shape for x in a] == [y.shape for y in b]
-    return float(min(np.sum(x * y, axis=1).min() for x, y in zip(a, b, strict=True)))
-
-
 def test_fp16_export_and_variant_follow_the_float_graph(tmp_path: Path) -> None:
     """--quantize fp16 (for GPUs) writes an fp16 graph the runtime reads like the fp32 one."""
     folder = fx.make_pylate(tmp_path / "pl", "bert")
@@ -134,18 +129,14 @@ def test_fp16_export_and_variant_follow_the_float_graph(tmp_path: Path) -> None:
     half = Encoder(fp16, providers=["CPUExecutionProvider"], threads=1)
     for encode in ("encode_queries", "encode_documents"):
         texts = fx.QUERIES if encode == "encode_queries" else fx.DOCUMENTS
-        cosine = _min_token_cosine(getattr(ref, encode)(texts), getattr(half, encode)(texts))
+        cosine = token_cosines(getattr(ref, encode)(texts), getattr(half, encode)(texts), encode)
         assert cosine > 0.999, f"{encode}: fp16 token cosine {cosine:.5f}"
     # --fp16-variant keeps the fp32 graph as the default and adds the fp16 one beside it.
     both = export_model(folder, tmp_path / "both", dim="native", quantize="none", fp16_variant=True)
     assert load_manifest(both).variants == {"fp16": "model.fp16.onnx"}
     variant = Encoder(both, providers=["CPUExecutionProvider"], model_file="model.fp16.onnx")
-    assert (
-        _min_token_cosine(
-            ref.encode_documents(fx.DOCUMENTS), variant.encode_documents(fx.DOCUMENTS)
-        )
-        > 0.999
-    )
+    docs = ref.encode_documents(fx.DOCUMENTS)
+    assert token_cosines(docs, variant.encode_documents(fx.DOCUMENTS), "document") > 0.999
 
 
 def test_npu_target_writes_a_fixed_shape_qdq_graph_the_encoder_runs(tmp_path: Path) -> None:
@@ -161,7 +152,7 @@ def test_npu_target_writes_a_fixed_shape_qdq_graph_the_encoder_runs(tmp_path: Pa
     ref_d, got_d = ref.encode_documents(fx.DOCUMENTS), npu.encode_documents(fx.DOCUMENTS)
     # Same tokens kept (padding to the fixed shape changes no real token), vectors close
     # (static int8 activations), and the reference's ranking kept.
-    assert _min_token_cosine(ref_q, got_q) > 0.9
-    assert _min_token_cosine(ref_d, got_d) > 0.9
+    assert token_cosines(ref_q, got_q, "query") > 0.9
+    assert token_cosines(ref_d, got_d, "document") > 0.9
     kept, why = ranking_kept(maxsim(ref_q, ref_d), maxsim(got_q, got_d))
     assert kept, why

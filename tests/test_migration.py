@@ -1,8 +1,9 @@
 """Schema migrations: a file written by an older edge-colbert opens, is upgraded in one
 transaction, keeps every document, ranks as before, and takes new writes.
 
-The version 1 file is made the way version 1 wrote it: the same tables, with the per-token
-float16 scales (``max|x| / 127``, rounded up) that version 2 no longer stores.
+The version 1 file has version 1's tables: beside each document's codes, the per-token
+float16 scales that version 2 no longer stores (here ``1 / ||codes||``, the scale that
+makes each stored token unit length, as version 1's were up to float16 rounding).
 """
 
 from __future__ import annotations
