@@ -71,6 +71,10 @@ def table(r: dict[str, dict[str, Any]]) -> tuple[str, dict[str, float]]:
         "peak RSS while searching, above model loaded", lambda i, s: _mib(s["memory"]["above_base"])
     )
     row("peak RSS while searching, whole process", lambda i, s: _mib(s["memory"]["peak"]))
+    row(
+        "peak RSS above model after the exhaustive check too",
+        lambda i, s: _mib(s["memory_with_exhaustive"]["above_base"]),
+    )
     head = (
         "| | edge-colbert (int8 ONNX, SQLite + prefilter) "
         "| PyLate fp32 PyTorch (encode + brute-force colbert_scores) "
