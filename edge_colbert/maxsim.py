@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_colbert.errors import InvalidInputError
-from edge_colbert.quantize import inverse_norms
+from edge_colbert.quantize import inverse_norms_widened
 
 __all__ = ["best_matches", "maxsim_int8_packed", "maxsim_scores"]
 
@@ -77,10 +77,10 @@ def _packed_scores(
         first = int(starts[i])
         j = max(int(np.searchsorted(starts, first + block_tokens, side="left")), i + 1)
         last = int(offsets[nonempty[j - 1] + 1])
-        rows = tokens[first:last]
-        sim = query @ rows.astype(np.float32, copy=False).T
-        if rows.dtype == np.int8:
-            sim *= inverse_norms(rows)
+        block = tokens[first:last].astype(np.float32, copy=False)
+        sim = query @ block.T
+        if tokens.dtype == np.int8:
+            sim *= inverse_norms_widened(block)
         best = np.maximum.reduceat(sim, starts[i:j] - first, axis=1)
         scores[nonempty[i:j]] = best.sum(axis=0)
         i = j

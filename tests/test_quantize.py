@@ -63,7 +63,7 @@ def test_unit_vectors_keep_their_dot_products() -> None:
     assert np.abs(back @ x.T - x @ x.T).max() < 0.01
 
 
-def test_inverse_norms_accumulate_in_int32() -> None:
+def test_inverse_norms_do_not_wrap() -> None:
     """64 codes of 127: the sum of squares (1,032,256) would wrap in int8 or int16."""
     codes = np.full((2, 64), 127, dtype=np.int8)
     codes[1] = -127
