@@ -7,6 +7,7 @@ Every error a person can cause prints one line, ``edge-colbert: error: ...``, an
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -35,6 +36,12 @@ EXPORT_DEPENDENCIES = frozenset(
 EXPORT_HINT = "the export step needs PyTorch: pip install 'edge-colbert[export]'"
 
 Command = Callable[[argparse.Namespace], int]
+
+# Subcommands that live beside the feature they drive, one module each. Every module has
+# ``register(commands, shared)``, which adds its subparser and sets ``func``; it must import
+# nothing heavy at module level, so that ``--help`` stays fast and a missing extra is reported
+# only when its command runs.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _positive_int(value: str) -> int:
@@ -153,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantize", choices=["int8", "fp16", "none"], help="weights of model.onnx (default int8)"
     )
     export.set_defaults(func=_run_export)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(commands, shared)
     return parser
 
 
