@@ -25,6 +25,11 @@ class ReadOnlyIndexError(IndexFileError):
     """A write (add, delete, migration) on an index opened with ``readonly=True``."""
 
 
+class IndexClosedError(EdgeColbertError):
+    """An :class:`~edge_colbert.index.Index` used after :meth:`~edge_colbert.index.Index.close`
+    (from this thread or another)."""
+
+
 class ModelMismatchError(EdgeColbertError):
     """An index was written by one model and is being used with another."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,13 @@ def _top(
 class Index:
     """A ColBERT index in one SQLite file.
 
+    Thread-safe: one Index may be shared by threads (a web server's workers, an async
+    host's thread pool, a GUI's worker). Searches run side by side, each in a read
+    transaction of its thread's own connection, so each sees one committed state; adds and
+    deletes take turns (a lock within the process, SQLite's lock across processes) and
+    commit whole or not at all; :meth:`close` may be called from any thread and closes
+    every thread's connection. The in-memory prefilter is shared and updated under a lock.
+
     Args:
         path: the index file; created when absent (unless ``readonly``).
         encoder: the model; ``None`` uses the bundled default, loaded only when something
@@ -122,6 +130,7 @@ class Index:
         if encoder is None and new_file and not readonly:
             encoder = _default_encoder()
         self._encoder = encoder
+        self._encoder_lock = threading.Lock()
         self.nprobe = DEFAULT_NPROBE if nprobe is None else int(nprobe)
         self.keep = keep
         self.train_tokens = int(train_tokens)
@@ -149,11 +158,12 @@ class Index:
     @property
     def encoder(self) -> Encoder:
         """The encoder; the bundled default is loaded (and checked) on first use."""
-        if self._encoder is None:
-            encoder = _default_encoder()
-            self._store.check_model(_required_info(encoder))
-            self._encoder = encoder
-        return self._encoder
+        with self._encoder_lock:  # two threads' first searches load it once
+            if self._encoder is None:
+                encoder = _default_encoder()
+                self._store.check_model(_required_info(encoder))
+                self._encoder = encoder
+            return self._encoder
 
     @property
     def store(self) -> Store:
@@ -330,8 +340,10 @@ class Index:
             raise InvalidInputError(
                 f"where must be a dict of metadata key -> value; got {type(where).__name__}."
             )
+        # Follow other commits first, from the newest state: inside this search's read
+        # transaction the refresh could only see that (possibly older) snapshot.
+        self._refresh()
         with self._store.snapshot():
-            self._refresh()
             ranked = self._rank(query, k, where or None, exhaustive)
             docs = self._store.documents([rowid for rowid, _ in ranked])
         return [
@@ -357,7 +369,8 @@ class Index:
                 return self._score(query, allowed, k)
         if exhaustive or prefilter is None:
             return self._score_all(query, k)
-        candidates = prefilter.candidates(query, nprobe=self.nprobe)
+        with self._mirror.lock:  # another thread may be posting into it
+            candidates = prefilter.candidates(query, nprobe=self.nprobe)
         if allowed is not None:
             candidates = np.intersect1d(candidates, allowed, assume_unique=True)
         wanted = min(k, allowed.size if allowed is not None else self._store.count())
@@ -367,7 +380,9 @@ class Index:
                 self._score(query, allowed, k) if allowed is not None else self._score_all(query, k)
             )
         keep = self.keep if self.keep is not None else default_keep(min(k, 1 << 20))
-        return self._score(query, prefilter.prune(query, candidates, keep=keep), k)
+        with self._mirror.lock:
+            pruned = prefilter.prune(query, candidates, keep=keep)
+        return self._score(query, pruned, k)
 
     def _score_pack(self, query: npt.NDArray[np.float32], pack: PackedVectors) -> Any:
         return maxsim_int8_packed(query, pack.codes, pack.offsets)
@@ -484,7 +499,9 @@ class Index:
         }
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file: every thread's connection. Callable from any thread; a write in
+        progress in another thread finishes first. Later calls raise
+        :class:`~edge_colbert.errors.IndexClosedError`."""
         self._store.close()
 
     def __enter__(self) -> Index:

@@ -15,6 +15,7 @@ to a busy writer thus loads a batch's postings, not the whole collection's, per 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,12 +35,20 @@ _NO_ROWIDS = np.zeros(0, dtype=np.int64)
 class PrefilterMirror:
     """The prefilter of ``store``'s file, kept in step with it.
 
+    Thread-safe: one mirror is shared by the threads of an :class:`~edge_colbert.index.Index`;
+    every load and update holds :attr:`lock`, and readers of :attr:`prefilter`'s postings
+    hold it too. Updates only move forward: a refresh reads the newest committed state
+    (outside any older read transaction), and this process's own-commit updates skip what
+    a refresh in another thread already loaded.
+
     Args:
         store: the open file; its centroids and postings are loaded at once.
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        # Re-entrant: sync() may fall back to load() while holding it.
+        self.lock = threading.RLock()
         self.prefilter: Prefilter | None = None
         self.version = 0
         # Rowids posted in memory (sorted) and the highest rowid seen, for incremental loads.
@@ -57,7 +66,7 @@ class PrefilterMirror:
         Centroids and postings must come from the same commit: a writer that retrains
         between the two reads would otherwise pair new postings with old centroids.
         """
-        with self._store.snapshot():
+        with self.lock, self._store.snapshot():
             self._load()
 
     def _load(self) -> None:
@@ -68,22 +77,23 @@ class PrefilterMirror:
             return
         version, blob = stored
         prefilter = Prefilter.from_bytes(blob, self._store.dim)
-        rowids, lists = self._store.doc_centroids(self.id_dtype())
-        prefilter.set_postings(rowids, lists)
+        rowids, lengths, flat = self._store.doc_centroids_flat(self.id_dtype())
+        prefilter.set_postings_flat(rowids, lengths, flat)
         self.prefilter, self.version = prefilter, version
         self._rowids = rowids
         self._high = int(rowids[-1]) if rowids.size else -1
 
     def refresh(self) -> None:
         """Follow another connection's commits, if any happened since the last look."""
-        if self._store.changed_elsewhere():
-            self.sync()
+        with self.lock:
+            if self._store.changed_elsewhere():
+                self.sync()
 
     def sync(self) -> None:
         """Bring memory in step with the file: incrementally while the centroids are the
         ones in memory, by a full :meth:`load` when they were (re)trained elsewhere. All
         reads happen in one read transaction, so they see one commit."""
-        with self._store.snapshot():
+        with self.lock, self._store.snapshot():
             self._sync()
 
     def _sync(self) -> None:
@@ -92,9 +102,11 @@ class PrefilterMirror:
             logger.debug("%s: centroids changed elsewhere; reloading", self._store.path)
             self.load()
             return
-        new_rowids, lists = self._store.doc_centroids(self.id_dtype(), after=self._high)
+        new_rowids, lengths, flat = self._store.doc_centroids_flat(
+            self.id_dtype(), after=self._high
+        )
         if new_rowids.size:
-            prefilter.add_postings(new_rowids, lists)
+            prefilter.add_postings_flat(new_rowids, lengths, flat)
             self._rowids = np.concatenate([self._rowids, new_rowids])
             self._high = int(new_rowids[-1])
         if self._store.count() != self._rowids.size:
@@ -120,26 +132,34 @@ class PrefilterMirror:
         assigned: list[npt.NDArray[np.uint32]],
     ) -> None:
         """Follow this connection's own committed upsert (rows ``replaced`` -> ``added``)."""
-        if self.prefilter is None:
-            return
-        self.removed(replaced)
-        new = np.asarray(added, dtype=np.int64)
-        self.prefilter.add_postings(new, assigned)
-        self._rowids = np.union1d(self._rowids, new)
-        if new.size:
-            self._high = max(self._high, int(new.max()))
+        with self.lock:
+            if self.prefilter is None:
+                return
+            self.removed(replaced)
+            new = np.asarray(added, dtype=np.int64)
+            # Another thread's refresh may have loaded these rows since the commit.
+            fresh = ~np.isin(new, self._rowids)
+            new = new[fresh]
+            self.prefilter.add_postings(new, [a for a, f in zip(assigned, fresh, strict=True) if f])
+            self._rowids = np.union1d(self._rowids, new)
+            if new.size:
+                self._high = max(self._high, int(new.max()))
 
     def removed(self, rowids: Sequence[int]) -> None:
         """Follow this connection's own committed delete."""
-        if self.prefilter is None or not len(rowids):
-            return
-        gone = np.asarray(rowids, dtype=np.int64)
-        self.prefilter.discard(gone)
-        self._rowids = np.setdiff1d(self._rowids, gone)
+        with self.lock:
+            if self.prefilter is None or not len(rowids):
+                return
+            gone = np.asarray(rowids, dtype=np.int64)
+            self.prefilter.discard(gone)
+            self._rowids = np.setdiff1d(self._rowids, gone)
 
     def retrained(self, prefilter: Prefilter, version: int, rowids: npt.NDArray[np.int64]) -> None:
         """Adopt centroids this connection just trained and committed, with every document
         posted; ``rowids`` are the documents' rowids read in that same transaction."""
-        self.prefilter, self.version = prefilter, version
-        self._rowids = np.asarray(rowids, dtype=np.int64)
-        self._high = int(self._rowids[-1]) if self._rowids.size else -1
+        with self.lock:
+            if self.prefilter is not None and version <= self.version:
+                return  # another thread's refresh loaded these centroids (or newer) already
+            self.prefilter, self.version = prefilter, version
+            self._rowids = np.asarray(rowids, dtype=np.int64)
+            self._high = int(self._rowids[-1]) if self._rowids.size else -1

@@ -9,6 +9,11 @@ Every write goes through :meth:`Store.transaction`: one ``BEGIN IMMEDIATE`` ... 
 a crash loses at most the batch in flight, and SQLite's errors come back as the project's
 error classes (lock timeout -> :class:`IndexBusyError`, full disk -> :class:`StorageFullError`,
 a write to a read-only index -> :class:`ReadOnlyIndexError`).
+
+Threads. A :class:`Store` may be shared by threads: each thread reads through a connection
+of its own (opened on its first use, closed when the thread ends or by :meth:`Store.close`
+from any thread), so readers run side by side; writes are serialized within the process by
+a lock held around the write transaction, and across processes by SQLite's own lock.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +35,7 @@ import sqlite_utils
 from edge_colbert import schema
 from edge_colbert.errors import (
     IndexBusyError,
+    IndexClosedError,
     IndexFileError,
     ReadOnlyIndexError,
     StorageFullError,
@@ -75,8 +83,26 @@ def _chunks(items: Sequence[Any], size: int = MAX_VARIABLES) -> Iterator[Sequenc
         yield items[start : start + size]
 
 
+class _Slot:
+    """One thread's connection to the file, closed when the thread ends (its thread-local
+    slot is dropped) or by :meth:`Store.close`, whichever comes first."""
+
+    __slots__ = ("__weakref__", "close", "conn", "data_version")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        # data_version as this connection last saw it; None: not looked yet.
+        self.data_version: int | None = None
+        self.close = weakref.finalize(self, conn.close)
+
+
 class Store:
     """An edge-colbert index file, opened for one model.
+
+    Thread-safe: one Store may be shared by threads. Each thread gets its own read
+    connection on first use; writes (:meth:`transaction`) are serialized by a lock within
+    the process and by SQLite's write lock across processes; :meth:`close` may be called
+    from any thread and closes every thread's connection.
 
     Args:
         path: the SQLite file; created (with its parent folder) when absent, unless
@@ -120,29 +146,66 @@ class Store:
             schema.probe_file(self.path, self.timeout)
         elif not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = self._connect()
-        self.db = sqlite_utils.Database(self._conn)
+        self._local = threading.local()
+        self._slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
+        self._slots_lock = threading.Lock()
+        # Re-entrant: close() from inside a transaction of the same thread must not hang.
+        self._write_lock = threading.RLock()
+        self._closed = False
         try:
             self._open(model)
+            meta = self.meta()
         except BaseException:
-            self._conn.close()
+            self.close()
             raise
-        meta = self.meta()
         self.dim = int(meta[schema.META_DIM])
         self.model_identity = meta.get(schema.META_MODEL_IDENTITY, "")
         self.model_name = meta.get(schema.META_MODEL_NAME, "")
-        self._data_version = self.data_version()
+        self.changed_elsewhere()  # this thread's baseline
+
+    # ------------------------------------------------------------- connections
+
+    def _slot(self) -> _Slot:
+        """The calling thread's connection slot, opened on its first use."""
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is not None and slot.close.alive:
+            return slot
+        with self._slots_lock:
+            if self._closed:
+                raise self._closed_error()
+            slot = _Slot(self._connect())
+            self._slots.add(slot)
+        self._local.slot = slot
+        return slot
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The calling thread's connection."""
+        return self._slot().conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """A ``sqlite_utils.Database`` over the calling thread's connection."""
+        return sqlite_utils.Database(self._conn)
+
+    def _closed_error(self) -> IndexClosedError:
+        return IndexClosedError(
+            f"{self.path} was closed (Index.close()); open a new Index on it to go on."
+        )
 
     # ----------------------------------------------------------------- opening
 
     def _connect(self) -> sqlite3.Connection:
         mode = "ro" if self.readonly else "rwc"
         try:
+            # check_same_thread=False only so that close() may close it from another
+            # thread; each connection is otherwise used by the one thread that opened it.
             conn = sqlite3.connect(
                 schema.sqlite_uri(self.path, mode),
                 uri=True,
                 timeout=self.timeout,
                 isolation_level=None,
+                check_same_thread=False,
             )
         except sqlite3.Error as error:
             raise IndexFileError(f"cannot open {self.path}: {error}.") from error
@@ -155,7 +218,10 @@ class Store:
         return conn
 
     def _open(self, model: ModelInfo | None) -> None:
-        tables = set(self.db.table_names())
+        tables = {
+            str(row[0])
+            for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         if not tables:
             if self.readonly:
                 raise IndexFileError(
@@ -216,6 +282,8 @@ class Store:
 
     def _error(self, error: sqlite3.Error) -> Exception:
         """The project error for a SQLite error, or the error itself."""
+        if self._closed:
+            return self._closed_error()
         text = str(error).lower()
         if "database or disk is full" in text:
             return StorageFullError(
@@ -249,61 +317,101 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``): all of it commits, or none of it."""
+        """One write transaction (``BEGIN IMMEDIATE``): all of it commits, or none of it.
+
+        Thread-safe: the process's writers take turns on a lock (waiting at most
+        ``timeout`` seconds, then :class:`IndexBusyError`), and other processes' writers on
+        SQLite's lock; readers in other threads keep reading the last committed state.
+        """
         self.check_writable()
+        if not self._write_lock.acquire(timeout=self.timeout):
+            raise IndexBusyError(
+                f"{self.path} is being written by another thread of this process; waited "
+                f"{self.timeout:g} s. Let that write finish, or open the Index with a larger "
+                "timeout=."
+            )
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as error:
-            raise self._error(error) from error
-        try:
-            yield self._conn
-        except BaseException as error:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            if isinstance(error, sqlite3.Error):
-                mapped = self._error(error)
-                if mapped is not error:
-                    raise mapped from error
-            raise
-        try:
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as error:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise self._error(error) from error
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                raise self._error(error) from error
+            try:
+                yield conn
+            except BaseException as error:
+                if not self._closed and conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(error, sqlite3.Error):
+                    mapped = self._error(error)
+                    if mapped is not error:
+                        raise mapped from error
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as error:
+                if not self._closed and conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise self._error(error) from error
+        finally:
+            self._write_lock.release()
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
-        """A read transaction: every query inside sees one committed state of the file."""
-        if self._conn.in_transaction:
+        """A read transaction of the calling thread's connection: every query inside sees
+        one committed state of the file (inside a write transaction: that transaction)."""
+        conn = self._conn
+        if conn.in_transaction:
             yield
             return
-        self._conn.execute("BEGIN")
+        conn.execute("BEGIN")
         try:
             yield
+        except sqlite3.ProgrammingError as error:
+            if self._closed:  # close() from another thread while this one was reading
+                raise self._closed_error() from error
+            raise
         finally:
-            if self._conn.in_transaction:
-                self._conn.execute("COMMIT")
+            if not self._closed and conn.in_transaction:
+                conn.execute("COMMIT")
 
     def data_version(self) -> int:
-        """SQLite's ``data_version``: changes when another connection commits to the file."""
+        """SQLite's ``data_version`` of the calling thread's connection: it changes when
+        another connection (another thread's or another process's) commits to the file."""
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     def changed_elsewhere(self) -> bool:
-        """Whether another connection committed since the last call (or since opening)."""
-        version = self.data_version()
-        changed = version != self._data_version
-        self._data_version = version
+        """Whether another connection committed since the calling thread last asked (True
+        on a thread's first call: it has no baseline)."""
+        slot = self._slot()
+        version = int(slot.conn.execute("PRAGMA data_version").fetchone()[0])
+        changed = version != slot.data_version
+        slot.data_version = version
         return changed
 
     @property
     def connection(self) -> sqlite3.Connection:
-        """The underlying connection (for PRAGMAs in tests and tools)."""
+        """The calling thread's connection (for PRAGMAs in tests and tools)."""
         return self._conn
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
     def close(self) -> None:
-        """Close the connection; SQLite checkpoints the WAL when the last one closes."""
-        self._conn.close()
+        """Close every thread's connection; SQLite checkpoints the WAL when the last one
+        closes. Callable from any thread, and more than once; a write in progress in
+        another thread is let finish first (up to ``timeout`` seconds)."""
+        locked = self._write_lock.acquire(timeout=self.timeout)
+        try:
+            with self._slots_lock:
+                self._closed = True
+                slots = list(self._slots)
+            for slot in slots:
+                slot.close()
+        finally:
+            if locked:
+                self._write_lock.release()
 
     # -------------------------------------------------------------------- meta
 
