@@ -24,12 +24,23 @@ import numpy.typing as npt
 from tokenizers import Tokenizer  # type: ignore[import-untyped]
 
 from edge_colbert.errors import InvalidInputError, ModelFolderError
-from edge_colbert.manifest import Manifest, Marker, load_manifest
+from edge_colbert.manifest import (
+    Manifest,
+    Marker,
+    folder_identity,
+    inside_folder,
+    load_manifest,
+)
 from edge_colbert.providers import ORT_ERRORS, create_session
 
 logger = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
+
+# A text is cut before tokenizing to what the window can hold (see ``_window_text``); texts
+# whose first characters yield too few tokens (long runs of whitespace or of characters the
+# normalizer drops) are read further, doubling, up to this many characters.
+MAX_SCAN_CHARS = 1 << 20
 
 DEFAULT_MODEL_NAME = "all-minilm-l6-v2-colbert-64"
 MODEL_ENV = "EDGE_COLBERT_MODEL"
@@ -98,7 +109,8 @@ class Encoder:
         self.batch_size = batch_size
         self._tokenizer = _load_tokenizer(self.model_dir / "tokenizer.json")
         self._front, self._back = _special_layout(self._tokenizer)
-        graph = self.model_dir / (model_file or self.manifest.model_file)
+        self._longest_token = self._check_token_ids()
+        graph = inside_folder(self.model_dir, model_file or self.manifest.model_file, "model_file")
         if not graph.is_file():
             raise ModelFolderError(
                 f"{self.model_dir} has no graph {graph.name}; its graphs are "
@@ -111,6 +123,7 @@ class Encoder:
         self._check_graph(graph)
         self._language = self._resolve_language(language, None)
         self._skip = np.array(sorted(set(self.manifest.skiplist_ids)), dtype=np.int64)
+        self._identity = folder_identity(self.manifest, self.model_dir)
 
     @property
     def dim(self) -> int:
@@ -119,8 +132,16 @@ class Encoder:
 
     @property
     def identity(self) -> str:
-        """The model's identity, as an index records it."""
-        return self.manifest.identity
+        """The model's identity, as an index records it: name, dimension, the graph's
+        SHA-256 prefix and a hash of the document preprocessing (see
+        :func:`~edge_colbert.manifest.folder_identity`)."""
+        return self._identity
+
+    @property
+    def legacy_identity(self) -> str | None:
+        """The identity indexes written before the preprocessing hash recorded (see
+        :attr:`~edge_colbert.manifest.Manifest.legacy_identity`)."""
+        return self.manifest.legacy_identity
 
     def __repr__(self) -> str:
         return f"Encoder({str(self.model_dir)!r}, {self.identity}, providers={self.providers})"
@@ -153,7 +174,7 @@ class Encoder:
         else:
             raise InvalidInputError(f"kind must be 'query' or 'document', got {kind!r}")
         out = []
-        for tokens in self._tokenize(texts, marker, maxlen, kind):
+        for tokens in self._tokenize(texts, marker, maxlen, kind, cut=True):
             ids = tokens.ids
             if marker.insert == "after_cls" and marker.token_id is not None:
                 ids = [ids[0], marker.token_id, *ids[1:]]
@@ -176,7 +197,9 @@ class Encoder:
         Specials ([CLS], [SEP]) and the marker get ``(0, 0)``.
         """
         marker = self.manifest.document_marker
-        (tokens,) = self._tokenize([text], marker, self.manifest.doc_maxlen, "document", warn=False)
+        (tokens,) = self._tokenize(
+            [text], marker, self.manifest.doc_maxlen, "document", warn=False, cut=True
+        )
         stripped = text.strip()
         lead = len(text) - len(text.lstrip())
         # Map positions of the processed text (prefix + lowercased) back to ``text``.
@@ -197,7 +220,10 @@ class Encoder:
         return spans
 
     def count_document_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens of each text before truncation, specials and marker included."""
+        """Tokens of each text before truncation, specials and marker included.
+
+        The whole text is tokenized (that is the point): pass chunks, not whole files.
+        """
         m = self.manifest
         tokens = self._tokenize(texts, m.document_marker, m.doc_maxlen, "document", warn=False)
         return [t.full_length for t in tokens]
@@ -207,9 +233,21 @@ class Encoder:
         return self.manifest.lowercase
 
     def _tokenize(
-        self, texts: Sequence[str], marker: Marker, maxlen: int, kind: str, *, warn: bool = True
+        self,
+        texts: Sequence[str],
+        marker: Marker,
+        maxlen: int,
+        kind: str,
+        *,
+        warn: bool = True,
+        cut: bool = False,
     ) -> list[_Tokens]:
-        """Tokenize and truncate so that specials + marker + tokens fit in ``maxlen``."""
+        """Tokenize and truncate so that specials + marker + tokens fit in ``maxlen``.
+
+        With ``cut``, each text is first cut to what the window can hold (see
+        :meth:`_window_text`), so a 50 MB text costs what its first few thousand characters
+        cost; ``full_length`` then counts only the tokens of what was read.
+        """
         if isinstance(texts, str):
             raise InvalidInputError(f"pass a list of {kind} texts, not one string")
         prepared = []
@@ -235,30 +273,93 @@ class Encoder:
                 f"{kind} window {maxlen} leaves no room for text after the special tokens; "
                 "re-export with a larger max length."
             )
+        if cut:
+            encodings = [self._window_text(text, budget) for text in prepared]
+        else:
+            encodings = self._encode(prepared)
         out = []
-        cut = 0
-        for encoding in self._tokenizer.encode_batch(prepared, add_special_tokens=True):
+        truncated = 0
+        for encoding in encodings:
             ids, offsets = list(encoding.ids), list(encoding.offsets)
             full = len(ids) + extra
             content = len(ids) - self._front - self._back
             if content > budget:
-                cut += 1
+                truncated += 1
                 keep = list(range(self._front + budget)) + list(
                     range(len(ids) - self._back, len(ids))
                 )
                 ids = [ids[i] for i in keep]
                 offsets = [offsets[i] for i in keep]
             out.append(_Tokens(ids=ids, offsets=offsets, full_length=full))
-        if cut and warn:
+        if truncated and warn:
             logger.warning(
                 "%d of %d %s texts were longer than the %d-token window and were truncated; "
                 "split long texts into chunks (edge-colbert index does) to encode all of them",
-                cut,
+                truncated,
                 len(prepared),
                 kind,
                 maxlen,
             )
         return out
+
+    def _encode(self, texts: list[str]) -> list[Any]:
+        """``encode_batch`` with specials, a tokenizer panic turned into a model-folder error.
+
+        A tokenizer.json whose regex backtracks too far makes the Rust side panic; pyo3 raises
+        that as ``PanicException``, a ``BaseException`` that ``except Exception`` misses.
+        """
+        try:
+            return list(self._tokenizer.encode_batch(texts, add_special_tokens=True))
+        except BaseException as error:
+            mapped = _panic_error(error, self.model_dir / "tokenizer.json")
+            if mapped is None:
+                raise
+            raise mapped from error
+
+    def _window_text(self, text: str, budget: int) -> Any:
+        """The encoding of the start of ``text`` that holds its first ``budget`` tokens.
+
+        A token covers at most ``longest`` characters (the tokenizer's longest token), so the
+        first ``budget + 1`` tokens lie within ``(budget + 1) * longest`` characters of text
+        that makes tokens. The cut goes back to a whitespace so that no word is split (its
+        tokens are then those of the whole text); when too few tokens come out (runs of
+        whitespace or of characters the normalizer drops), twice as much is read, up to
+        :data:`MAX_SCAN_CHARS`.
+        """
+        limit = (budget + 2) * self._longest_token + 16
+        while True:
+            if len(text) <= limit:
+                return self._encode([text])[0]
+            end = limit
+            space = max(text.rfind(" ", limit // 2, limit), text.rfind("\n", limit // 2, limit))
+            if space > 0:
+                end = space
+            encoding = self._encode([text[:end]])[0]
+            if len(encoding.ids) - self._front - self._back > budget or limit >= MAX_SCAN_CHARS:
+                return encoding
+            limit *= 2
+
+    def _check_token_ids(self) -> int:
+        """Refuse manifest token ids outside the tokenizer's vocabulary; return the length
+        in characters of the longest token (for :meth:`_window_text`)."""
+        m = self.manifest
+        vocab = self._tokenizer.get_vocab(with_added_tokens=True)
+        size = max(len(vocab), max(vocab.values(), default=-1) + 1)
+        named = {
+            "mask_token_id": m.mask_token_id,
+            "pad_token_id": m.pad_token_id,
+            "query_marker.token_id": m.query_marker.token_id,
+            "document_marker.token_id": m.document_marker.token_id,
+            "the largest skiplist id": max(m.skiplist_ids, default=None),
+        }
+        for key, value in named.items():
+            if value is not None and not 0 <= value < size:
+                raise ModelFolderError(
+                    f"{self.model_dir}: {key} is {value}, outside the tokenizer's "
+                    f"vocabulary of {size} tokens; the manifest and tokenizer.json do not "
+                    "belong together. Re-export the model."
+                )
+        return max((len(token) for token in vocab), default=1)
 
     def _run(self, inputs: list[ModelInput], language: int | None) -> list[Vectors]:
         """Run the graph in length-sorted batches and return kept rows in input order.
@@ -349,12 +450,18 @@ class Encoder:
             raise ModelFolderError(
                 f"{graph} has no output {m.output!r} (outputs: {', '.join(outputs)}); re-export."
             )
-        width = outputs[m.output].shape[-1] if outputs[m.output].shape else None
-        if not isinstance(width, int):
-            # A symbolic last axis: learn it from one tiny forward pass.
-            rows, tokens = self._fixed or (1, 2)
-            ids = np.full((rows, tokens), m.pad_token_id, dtype=np.int64)
-            width = int(self._forward(ids, np.ones_like(ids), 0).shape[-1])
+        # One forward pass at the longest window the manifest allows: the graph must accept
+        # it (a position table shorter than the window fails here, with the folder named,
+        # not in the middle of an index run), and it gives the output's width.
+        rows, tokens = self._fixed or (1, max(m.query_maxlen, m.doc_maxlen))
+        ids = np.full((rows, tokens), m.pad_token_id, dtype=np.int64)
+        probe = self._forward(ids, np.ones_like(ids), 0)
+        width = int(probe.shape[-1]) if probe.ndim == 3 else None
+        if probe.ndim != 3 or probe.shape[:2] != (rows, tokens):
+            raise ModelFolderError(
+                f"{graph} returns {m.output!r} of shape {probe.shape} for input ids of shape "
+                f"{(rows, tokens)}; expected [rows, tokens, {m.dim}]. Re-export the model."
+            )
         if width != m.dim:
             raise ModelFolderError(
                 f"{graph} outputs {width}-d vectors but the manifest says dim {m.dim}; "
@@ -384,6 +491,17 @@ class Encoder:
         return m.languages.index(language)
 
 
+def _panic_error(error: BaseException, path: Path) -> ModelFolderError | None:
+    """A tokenizer's Rust panic as :class:`ModelFolderError`; None for any other error."""
+    if type(error).__name__ != "PanicException":
+        return None
+    first = str(error).splitlines()[0] if str(error) else "panic"
+    return ModelFolderError(
+        f"{path} crashed while tokenizing ({first}); the tokenizer is damaged or crafted "
+        "(e.g. a regex that backtracks without end). Copy the folder again or re-export."
+    )
+
+
 def _load_tokenizer(path: Path) -> Tokenizer:
     """Load ``tokenizer.json`` with padding and truncation off (the encoder does both)."""
     try:
@@ -401,8 +519,14 @@ def _load_tokenizer(path: Path) -> Tokenizer:
 def _special_layout(tokenizer: Tokenizer) -> tuple[int, int]:
     """How many special tokens the post-processor puts before and after the text."""
     probe = "a b c"
-    bare = tokenizer.encode(probe, add_special_tokens=False).ids
-    full = tokenizer.encode(probe, add_special_tokens=True).ids
+    try:
+        bare = tokenizer.encode(probe, add_special_tokens=False).ids
+        full = tokenizer.encode(probe, add_special_tokens=True).ids
+    except BaseException as error:
+        mapped = _panic_error(error, Path("tokenizer.json"))
+        if mapped is None:
+            raise
+        raise mapped from error
     for front in range(len(full) - len(bare) + 1):
         if full[front : front + len(bare)] == bare:
             return front, len(full) - len(bare) - front

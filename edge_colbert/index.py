@@ -545,4 +545,9 @@ def _model_info(encoder: Encoder | None) -> ModelInfo | None:
 
 
 def _required_info(encoder: Encoder) -> ModelInfo:
-    return ModelInfo(identity=encoder.identity, name=encoder.manifest.name, dim=encoder.dim)
+    return ModelInfo(
+        identity=encoder.identity,
+        name=encoder.manifest.name,
+        dim=encoder.dim,
+        legacy_identity=getattr(encoder, "legacy_identity", None),
+    )

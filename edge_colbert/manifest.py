@@ -27,6 +27,15 @@ MarkerInsert = Literal["after_cls", "text_prefix", "none"]
 _MARKER_INSERTS = ("after_cls", "text_prefix", "none")
 _QUANTIZATIONS = ("none", "int8", "fp16", "qdq")
 
+# Bounds on the manifest's numbers, so that a crafted manifest cannot make the runtime
+# allocate gigabytes (``query_maxlen`` 10**9 once asked for 7.45 GiB) before the graph says
+# no. No ColBERT checkpoint has a longer window or a wider vector; the encoder then checks
+# the graph itself accepts its window (one probe forward pass at open).
+MAX_WINDOW = 8192
+MAX_DIM = 8192
+MAX_TOKEN_ID = 2**31 - 1
+MAX_SKIPLIST = 100_000
+
 
 @dataclass(frozen=True)
 class Marker:
@@ -105,13 +114,54 @@ class Manifest:
         """A short, stable id of the exported weights: the main graph's SHA-256 prefix.
 
         Variants of one export (fp16, QDQ) share it, since they encode the same model.
+        ``"unchecked"`` when the manifest records no checksum (see :func:`folder_identity`).
         """
         entry = self.files.get(self.model_file)
         return entry.sha256[:12] if entry else "unchecked"
 
+    def preprocessing_digest(self, tokenizer_sha256: str) -> str:
+        """A short hash of everything besides the graph that shapes a stored vector.
+
+        The document side only (window, marker, skiplist, case, inputs, output, languages)
+        and the tokenizer's SHA-256: query settings (``query_maxlen``, expansion) may be
+        tuned without re-indexing, since queries are always encoded by the current folder.
+        """
+        fields = {
+            "dim": self.dim,
+            "doc_maxlen": self.doc_maxlen,
+            "document_marker": asdict(self.document_marker),
+            "pad_token_id": self.pad_token_id,
+            "skiplist_ids": sorted(set(self.skiplist_ids)),
+            "lowercase": self.lowercase,
+            "inputs": list(self.inputs),
+            "output": self.output,
+            "languages": list(self.languages),
+            "language_input": self.language_input,
+            "default_language": self.default_language,
+            "tokenizer": tokenizer_sha256,
+        }
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
     @property
     def identity(self) -> str:
-        """What an index records about the model that wrote it, and compares on open."""
+        """What an index records about the model that wrote it, and compares on open.
+
+        The name, the dimension, the graph's SHA-256 prefix and :meth:`preprocessing_digest`,
+        from the manifest's checksums. A manifest without them says ``unchecked`` here:
+        :func:`folder_identity` hashes the files themselves, and is what an index records.
+        """
+        tokenizer = self.files.get("tokenizer.json")
+        digest = self.preprocessing_digest(tokenizer.sha256 if tokenizer else "unchecked")
+        return f"{self.name} ({self.dim}-d, {self.fingerprint}, {digest})"
+
+    @property
+    def legacy_identity(self) -> str | None:
+        """The identity edge-colbert 0.x recorded (name, dimension, graph hash), accepted on
+        opening an index written then; None when the manifest has no graph checksum, since
+        such an identity never pinned a graph."""
+        if self.model_file not in self.files:
+            return None
         return f"{self.name} ({self.dim}-d, {self.fingerprint})"
 
     def to_json(self) -> dict[str, Any]:
@@ -143,6 +193,48 @@ def checksum_files(model_dir: Path, names: list[str]) -> dict[str, FileEntry]:
     }
 
 
+def folder_identity(manifest: Manifest, folder: Path) -> str:
+    """The identity of a model folder: :attr:`Manifest.identity`, with the graph's and the
+    tokenizer's SHA-256 computed from the files when the manifest records none.
+
+    Two folders with one name and dimension but different graphs then never share an
+    identity, so their vectors never mix in one index. Hashing the bundled 22 MB graph takes
+    about 40 ms; a folder with checksums (every export) costs nothing more here, since
+    :func:`load_manifest` has already verified them.
+    """
+    graph = manifest.files.get(manifest.model_file)
+    tokenizer = manifest.files.get("tokenizer.json")
+    graph_sha = graph.sha256 if graph else file_sha256(folder / manifest.model_file)
+    tokenizer_sha = tokenizer.sha256 if tokenizer else file_sha256(folder / "tokenizer.json")
+    digest = manifest.preprocessing_digest(tokenizer_sha)
+    return f"{manifest.name} ({manifest.dim}-d, {graph_sha[:12]}, {digest})"
+
+
+def inside_folder(folder: Path, name: str, field: str) -> Path:
+    """``folder / name``, refused unless it stays inside ``folder`` (symbolic links followed).
+
+    A manifest from elsewhere must not make the runtime load a graph, or hash and echo the
+    size of a file, outside its own folder (``"model_file": "/etc/passwd"`` or ``../x``).
+
+    Raises:
+        ModelFolderError: the path is absolute, climbs out of the folder, or is empty.
+    """
+    root = folder.resolve()
+    candidate = Path(name)
+    if not name or candidate.is_absolute() or candidate.drive:
+        raise ModelFolderError(
+            f"{folder / MANIFEST_NAME}: {field} {name!r} is not a path inside the model "
+            "folder; a manifest may only name files of its own folder. Re-export the model."
+        )
+    resolved = (root / candidate).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ModelFolderError(
+            f"{folder / MANIFEST_NAME}: {field} {name!r} points outside the model folder "
+            f"({resolved}); the folder was refused. Re-export the model."
+        )
+    return resolved
+
+
 def write_manifest(manifest: Manifest, model_dir: str | Path) -> Path:
     """Write ``edge_colbert.json`` into ``model_dir`` and return its path."""
     path = Path(model_dir) / MANIFEST_NAME
@@ -159,10 +251,16 @@ def _marker(data: Any, key: str) -> Marker:
         raise ModelFolderError(
             f"manifest field {key!r} must be an object, got {type(data).__name__}"
         )
+    token_id = data.get("token_id")
+    if token_id is not None and not _token_id(token_id):
+        raise ModelFolderError(
+            f"manifest field {key!r}: token_id must be a token id from 0 to {MAX_TOKEN_ID}, "
+            f"got {token_id!r}; re-export the model."
+        )
     return Marker(
         insert=data.get("insert", "none"),
         text=str(data.get("text", "")),
-        token_id=None if data.get("token_id") is None else int(data["token_id"]),
+        token_id=token_id,
     )
 
 
@@ -229,6 +327,11 @@ def _optional_int(data: dict[str, Any], key: str, where: Path) -> int | None:
     return value
 
 
+def _token_id(value: Any) -> bool:
+    """Whether ``value`` can be a token id: an integer that fits an int64 tensor and a vocab."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_ID
+
+
 _DEFAULT_INPUTS = ("input_ids", "attention_mask")
 _T = TypeVar("_T")
 
@@ -272,9 +375,15 @@ def _parse_manifest(data: Any, where: Path) -> Manifest:
     dim = _require(data, "dim", int, where)
     query_maxlen = _require(data, "query_maxlen", int, where)
     doc_maxlen = _require(data, "doc_maxlen", int, where)
-    for key, value in (("dim", dim), ("query_maxlen", query_maxlen), ("doc_maxlen", doc_maxlen)):
-        if value <= 0:
-            raise ModelFolderError(f"{where}: {key} must be positive, got {value}; re-export.")
+    for key, value, most in (
+        ("dim", dim, MAX_DIM),
+        ("query_maxlen", query_maxlen, MAX_WINDOW),
+        ("doc_maxlen", doc_maxlen, MAX_WINDOW),
+    ):
+        if not 0 < value <= most:
+            raise ModelFolderError(
+                f"{where}: {key} must be between 1 and {most}, got {value}; re-export."
+            )
     quantization = str(data.get("quantization", "none"))
     if quantization not in _QUANTIZATIONS:
         raise ModelFolderError(
@@ -283,8 +392,17 @@ def _parse_manifest(data: Any, where: Path) -> Manifest:
         )
     files = _files(data.get("files"), where)
     skiplist = _require(data, "skiplist_ids", list, where)
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in skiplist):
-        raise ModelFolderError(f"{where}: skiplist_ids must be token ids (integers); re-export.")
+    if len(skiplist) > MAX_SKIPLIST or not all(_token_id(i) for i in skiplist):
+        raise ModelFolderError(
+            f"{where}: skiplist_ids must be at most {MAX_SKIPLIST} token ids (integers from 0 "
+            f"to {MAX_TOKEN_ID}); re-export."
+        )
+    for key in ("mask_token_id", "pad_token_id"):
+        if not _token_id(_require(data, key, int, where)):
+            raise ModelFolderError(
+                f"{where}: {key} must be a token id from 0 to {MAX_TOKEN_ID}, got "
+                f"{data[key]!r}; re-export."
+            )
     return Manifest(
         name=str(_require(data, "name", str, where)),
         dim=dim,
@@ -355,6 +473,11 @@ def load_manifest(model_dir: str | Path, *, verify_checksums: bool = True) -> Ma
             f"{path} is not valid JSON ({error}); re-export the model."
         ) from error
     manifest = parse_manifest(data, path)
+    inside_folder(folder, manifest.model_file, "model_file")
+    for variant, name in manifest.variants.items():
+        inside_folder(folder, name, f"variant {variant!r}")
+    for name in manifest.files:
+        inside_folder(folder, name, "files entry")
     for name in (manifest.model_file, "tokenizer.json"):
         if not (folder / name).is_file():
             raise ModelFolderError(
@@ -368,7 +491,7 @@ def load_manifest(model_dir: str | Path, *, verify_checksums: bool = True) -> Ma
 def verify_files(manifest: Manifest, folder: Path) -> None:
     """Check the size and SHA-256 of every file the manifest lists."""
     for name, entry in manifest.files.items():
-        file = folder / name
+        file = inside_folder(folder, name, "files entry")
         if not file.is_file():
             if name == manifest.model_file or name == "tokenizer.json":
                 raise ModelFolderError(

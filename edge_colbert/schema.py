@@ -109,6 +109,9 @@ class ModelInfo:
     identity: str
     name: str
     dim: int
+    # The identity an older edge-colbert recorded for this same model (name, dimension and
+    # graph hash, before the preprocessing hash), accepted on opening a file written then.
+    legacy_identity: str | None = None
 
 
 def initial_meta(model: ModelInfo) -> dict[str, str]:
@@ -214,7 +217,7 @@ def check_model(path: Path, model: ModelInfo, meta: Mapping[str, str]) -> None:
             f"makes {model.dim}-d vectors ({model.identity}); open it with the model that "
             "wrote it, or index into a new file."
         )
-    if stored != model.identity:
+    if stored != model.identity and (stored is None or stored != model.legacy_identity):
         raise ModelMismatchError(
             f"{path} was written by the model {stored}, not {model.identity}; vectors "
             "of two models cannot be compared. Open it with the model that wrote it, or "
