@@ -1,0 +1,371 @@
+"""edge_colbert.qdrant: push an index into Qdrant (local mode) and search it there.
+
+Qdrant runs in this process through qdrant-client's local mode (``QdrantClient(":memory:")``
+or ``path=``), the same client API a server URL uses; no Qdrant server runs on the test
+machines, so the URL path is tested only for its "cannot reach" error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip(
+    "qdrant_client", reason='needs the qdrant extra: pip install "edge-colbert[qdrant]"'
+)
+
+from qdrant_client import QdrantClient, models
+
+from edge_colbert import Encoder, Index
+from edge_colbert.errors import InvalidInputError, ModelMismatchError
+from edge_colbert.qdrant import (
+    VECTOR_NAME,
+    CollectionMismatchError,
+    QdrantUnavailableError,
+    point_id,
+    push,
+    search,
+)
+from edge_colbert.quantize import dequantize_int8
+
+SCIFACT = Path("/work/shared/data/scifact-dev")
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "river",
+    "stone",
+    "cloud",
+    "paper",
+    "light",
+    "music",
+    "garden",
+    "window",
+]
+
+
+def _texts(count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 12)))) for _ in range(count)]
+
+
+@pytest.fixture
+def index(tmp_path: Path, tiny_encoder: Encoder) -> Index:
+    """A small index with typed metadata: ints, floats, strings, bools, nulls, dotted keys."""
+    idx = Index(tmp_path / "docs.db", encoder=tiny_encoder)
+    texts = _texts(40, seed=1)
+    metadata: list[dict[str, Any]] = [
+        {
+            "n": i % 3,
+            "tag": "odd" if i % 2 else "even",
+            "flag": i % 4 == 0,
+            "score": 0.5 * (i % 2),
+            "maybe": None if i % 5 == 0 else "x",
+            "a.b": "dotted" if i < 10 else "plain",
+            "label": "1" if i % 3 == 1 else "other",
+        }
+        for i in range(len(texts))
+    ]
+    idx.add(texts, ids=[f"d{i}" for i in range(len(texts))], metadata=metadata)
+    return idx
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _collection_state(client: QdrantClient, name: str) -> dict[str, tuple[str, Any, Any]]:
+    """id -> (text, metadata, vectors as nested lists) of every point."""
+    state: dict[str, tuple[str, Any, Any]] = {}
+    offset: Any = None
+    while True:
+        records, offset = client.scroll(
+            name, limit=256, offset=offset, with_payload=True, with_vectors=True
+        )
+        for record in records:
+            payload = record.payload or {}
+            assert str(record.id) == point_id(payload["id"])
+            vectors = record.vector[VECTOR_NAME] if isinstance(record.vector, dict) else None
+            state[payload["id"]] = (payload["text"], payload["metadata"], vectors)
+        if offset is None:
+            return state
+
+
+def _assert_equal_to_file(client: QdrantClient, name: str, idx: Index) -> None:
+    state = _collection_state(client, name)
+    assert sorted(state) == sorted(idx)
+    for doc_id, (text, metadata, vectors) in state.items():
+        stored = idx.store.get(doc_id)
+        assert stored is not None
+        assert text == stored.text
+        assert metadata == stored.metadata
+        codes = idx.store.vectors([stored.rowid]).codes
+        np.testing.assert_allclose(np.asarray(vectors), dequantize_int8(codes), atol=1e-6)
+
+
+def test_search_matches_the_index_with_filters(index: Index, tiny_encoder: Encoder) -> None:
+    client = QdrantClient(":memory:")
+    report = push(index, client, "docs")
+    assert (report.upserted, report.deleted, report.unchanged) == (40, 0, 0)
+    filters: list[dict[str, Any] | None] = [
+        None,
+        {"tag": "odd"},
+        {"n": [0, 2]},
+        {"n": 1, "tag": "odd"},
+        {"flag": True},
+        {"score": 0.5},
+        {"score": 0},  # 0 matches 0.0 as the index's JSON comparison does
+        {"maybe": None},
+        {"a.b": "dotted"},
+        {"label": "1"},  # the string "1", never the number 1
+        {"n": "1"},  # no document holds the string "1" under n
+        {"tag": []},  # any of nothing
+    ]
+    for where in filters:
+        for query in ("river stone", "music garden light"):
+            want = index.search(query, k=7, where=where, exhaustive=True)
+            got = search(client, "docs", tiny_encoder, query, k=7, where=where)
+            assert [h.id for h in got] == [h.id for h in want], where
+            np.testing.assert_allclose([h.score for h in got], [h.score for h in want], rtol=1e-5)
+            assert [(h.text, h.metadata) for h in got] == [(h.text, h.metadata) for h in want]
+
+
+def test_second_push_sends_only_changes_and_mirrors_the_file(
+    index: Index, tiny_encoder: Encoder
+) -> None:
+    client = QdrantClient(":memory:")
+    push(index, client, "docs", batch_size=7)
+    again = push(index, client, "docs")
+    assert (again.upserted, again.deleted, again.unchanged) == (0, 0, 40)
+
+    index.add(_texts(5, seed=2), ids=[f"new{i}" for i in range(5)])  # added
+    index.add(["stone paper cloud"], ids=["d3"], metadata=[{"tag": "changed"}])  # upserted
+    index.delete(["d0", "d1", "d2"])  # deleted
+    report = push(index, client, "docs", batch_size=4)
+    assert (report.upserted, report.deleted, report.unchanged) == (6, 3, 36)
+    _assert_equal_to_file(client, "docs", index)
+    hits = search(client, "docs", tiny_encoder, "stone paper cloud", k=3, where={"tag": "changed"})
+    assert [h.id for h in hits] == ["d3"]
+
+
+def test_interrupted_push_resumes(index: Index) -> None:
+    client = QdrantClient(":memory:")
+
+    def stop_after_two(sent: int, total: int) -> None:
+        if sent >= 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        push(index, client, "docs", batch_size=5, progress=stop_after_two)
+    assert client.count("docs").count == 10
+    report = push(index, client, "docs", batch_size=5)
+    assert (report.upserted, report.unchanged) == (30, 10)
+    _assert_equal_to_file(client, "docs", index)
+
+
+def test_a_copied_file_is_compared_by_digest(index: Index, tmp_path: Path) -> None:
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    push(index, client, "docs")
+    copy = tmp_path / "copy.db"
+    index.close()
+    shutil.copy(index.path, copy)
+    with Index(copy, readonly=True) as reopened:
+        report = push(reopened, client, "docs")
+    assert (report.upserted, report.unchanged) == (0, 40)
+    client.close()
+
+
+def test_the_index_file_is_only_read(index: Index, tmp_path: Path) -> None:
+    path = index.path
+    index.close()
+    before = _digest(path)
+    client = QdrantClient(":memory:")
+    push(path, client, "docs")
+    push(str(path), client, "docs")
+    assert _digest(path) == before
+
+
+def test_int8_collection_uses_scalar_quantization(index: Index, tiny_encoder: Encoder) -> None:
+    client = QdrantClient(":memory:")
+    push(index, client, "q8", vectors="int8")
+    params = client.get_collection("q8").config.params.vectors[VECTOR_NAME]  # type: ignore[index]
+    assert params.quantization_config.scalar.type == models.ScalarType.INT8
+    # local mode scores the float32 originals, so the ranking is the index's
+    want = index.search("river stone", k=5, exhaustive=True)
+    assert [h.id for h in search(client, "q8", tiny_encoder, "river stone", k=5)] == [
+        h.id for h in want
+    ]
+    with pytest.raises(CollectionMismatchError, match="stores int8 vectors but float32"):
+        push(index, client, "q8", vectors="float32")
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def test_collection_of_another_size_or_comparator_is_refused(index: Index) -> None:
+    client = QdrantClient(":memory:")
+    multi = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+    client.create_collection(
+        "wide",
+        vectors_config={
+            VECTOR_NAME: models.VectorParams(
+                size=128, distance=models.Distance.DOT, multivector_config=multi
+            )
+        },
+    )
+    client.create_collection(
+        "single",
+        vectors_config={VECTOR_NAME: models.VectorParams(size=16, distance=models.Distance.DOT)},
+    )
+    client.create_collection(
+        "unnamed", vectors_config=models.VectorParams(size=16, distance=models.Distance.DOT)
+    )
+    before = _digest(index.path)
+    dim = index.store.dim
+    with pytest.raises(CollectionMismatchError, match=rf"128-d .* needs .*{dim}-d"):
+        push(index, client, "wide")
+    with pytest.raises(CollectionMismatchError, match=r"comparator none.*max_sim"):
+        push(index, client, "single")
+    with pytest.raises(CollectionMismatchError, match="unnamed"):
+        push(index, client, "unnamed")
+    assert _digest(index.path) == before
+    assert client.count("wide").count == 0
+
+
+def test_foreign_points_and_another_model_are_refused(
+    index: Index, tiny_encoder: Encoder, tmp_path: Path
+) -> None:
+    client = QdrantClient(":memory:")
+    multi = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+    dim = index.store.dim
+    client.create_collection(
+        "theirs",
+        vectors_config={
+            VECTOR_NAME: models.VectorParams(
+                size=dim, distance=models.Distance.DOT, multivector_config=multi
+            )
+        },
+    )
+    client.upsert(
+        "theirs", [models.PointStruct(id=1, vector={VECTOR_NAME: [[0.1] * dim]}, payload={})]
+    )
+    with pytest.raises(CollectionMismatchError, match="1 points that edge-colbert did not push"):
+        push(index, client, "theirs")
+    assert client.count("theirs").count == 1
+
+    push(index, client, "docs")
+    client.update_collection("docs", metadata={"edge_colbert": {"model": "another-model"}})
+    with pytest.raises(ModelMismatchError, match="another-model"):
+        search(client, "docs", tiny_encoder, "river")
+    with pytest.raises(ModelMismatchError, match="another-model"):
+        push(index, client, "docs")
+
+
+def test_unreachable_server_is_one_clear_error(index: Index) -> None:
+    client = QdrantClient(url="http://127.0.0.1:9", timeout=2, check_compatibility=False)
+    before = _digest(index.path)
+    with pytest.raises(
+        QdrantUnavailableError, match=r"cannot reach Qdrant at http://127\.0\.0\.1:9"
+    ):
+        push(index, client, "docs")
+    assert _digest(index.path) == before
+
+
+def test_bad_arguments(index: Index, tiny_encoder: Encoder) -> None:
+    client = QdrantClient(":memory:")
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        push(index, client, "docs", batch_size=0)
+    with pytest.raises(InvalidInputError, match="vectors must be"):
+        push(index, client, "docs", vectors="int4")  # type: ignore[arg-type]
+    push(index, client, "docs")
+    with pytest.raises(InvalidInputError, match="double quote"):
+        search(client, "docs", tiny_encoder, "river", where={'a"b': 1})
+    with pytest.raises(InvalidInputError, match="k must be"):
+        search(client, "docs", tiny_encoder, "river", k=0)
+    with pytest.raises(CollectionMismatchError, match="no collection 'nope'"):
+        search(client, "docs" if False else "nope", tiny_encoder, "river")
+
+
+def test_missing_extra_names_the_install(monkeypatch: pytest.MonkeyPatch, index: Index) -> None:
+    from edge_colbert._adapters import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "qdrant_client", None)
+    with pytest.raises(MissingExtraError, match=r'pip install "edge-colbert\[qdrant\]"'):
+        push(index, object(), "docs")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_colbert", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_push_local_folder_and_errors(index: Index, tmp_path: Path) -> None:
+    model = str(index.encoder.model_dir)
+    index.close()
+    target = tmp_path / "qdrant"
+    done = _cli(
+        "--model", model, "push", str(index.path), "--qdrant", str(target), "--collection", "c"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "40 sent, 0 unchanged, 0 deleted" in done.stdout
+    again = _cli("push", str(index.path), "--qdrant", str(target), "--collection", "c")
+    assert "0 sent, 40 unchanged" in again.stdout
+    client = QdrantClient(path=str(target))
+    assert client.count("c").count == 40
+    client.close()
+
+    down = _cli(
+        "push",
+        str(index.path),
+        "--qdrant",
+        "http://127.0.0.1:9",
+        "--collection",
+        "c",
+        "--timeout",
+        "2",
+    )
+    assert down.returncode == 1
+    assert down.stderr.startswith("edge-colbert: error: cannot reach Qdrant at http://127.0.0.1:9")
+    assert "Traceback" not in down.stderr
+    missing = _cli("push", str(tmp_path / "none.db"), "--qdrant", str(target), "--collection", "c")
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+# ------------------------------------------------------------------- SciFact, bundled model
+
+
+@pytest.mark.slow
+def test_scifact_subset_top10_matches_exhaustive_maxsim(tmp_path: Path) -> None:
+    """A 200-abstract SciFact subset with the bundled model: Qdrant's MaxSim top-10 for 100
+    dev queries against edge-colbert's exhaustive top-10 (benchmarks/scale_out.py runs the
+    whole corpus)."""
+    if not (SCIFACT / "corpus.jsonl").exists():
+        pytest.skip(f"SciFact dev is not at {SCIFACT}")
+    corpus = [json.loads(line) for line in (SCIFACT / "corpus.jsonl").open()][:200]
+    queries = [json.loads(line)["text"] for line in (SCIFACT / "queries.jsonl").open()][:100]
+    encoder = Encoder()
+    idx = Index(tmp_path / "scifact.db", encoder=encoder)
+    idx.add(
+        [(d["title"] + " " + d["text"]).strip() for d in corpus], ids=[d["_id"] for d in corpus]
+    )
+    client = QdrantClient(":memory:")
+    push(idx, client, "scifact")
+    overlaps = []
+    for query in queries:
+        want = {h.id for h in idx.search(query, k=10, exhaustive=True)}
+        got = {h.id for h in search(client, "scifact", encoder, query, k=10)}
+        overlaps.append(len(want & got) / 10)
+    assert float(np.mean(overlaps)) >= 0.99
