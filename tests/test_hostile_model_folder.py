@@ -66,9 +66,9 @@ def test_model_file_outside_the_folder_is_refused(
         (folder / "link.onnx").symlink_to(outside)
         name = "link.onnx"
     _rewrite(folder, model_file=name, files=...)
-    with pytest.raises(ModelFolderError, match="outside the model folder|not a path inside"):
+    with pytest.raises(ModelFolderError, match=r"outside the model folder|not a path inside"):
         load_manifest(folder)
-    with pytest.raises(ModelFolderError, match="outside the model folder|not a path inside"):
+    with pytest.raises(ModelFolderError, match=r"outside the model folder|not a path inside"):
         _encoder(folder)
 
 
@@ -247,9 +247,7 @@ def test_tokenizer_panic_is_a_model_folder_error(tiny_model_dir: Path, tmp_path:
 def _full_truncated(encoder: Encoder, text: str) -> list[int]:
     """The document ids the old code gave: tokenize all of it, then truncate."""
     m = encoder.manifest
-    tokens = encoder._tokenize(  # noqa: SLF001 - the reference path, uncut
-        [text], m.document_marker, m.doc_maxlen, "document", warn=False
-    )[0]
+    tokens = encoder._tokenize([text], m.document_marker, m.doc_maxlen, "document", warn=False)[0]
     return tokens.ids
 
 
@@ -265,7 +263,7 @@ def _full_truncated(encoder: Encoder, text: str) -> list[int]:
 )
 def test_cut_before_tokenizing_gives_the_same_tokens(tiny_encoder: Encoder, text: str) -> None:
     m = tiny_encoder.manifest
-    cut = tiny_encoder._tokenize(  # noqa: SLF001
+    cut = tiny_encoder._tokenize(
         [text], m.document_marker, m.doc_maxlen, "document", warn=False, cut=True
     )[0]
     assert cut.ids == _full_truncated(tiny_encoder, text)
