@@ -14,7 +14,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -47,11 +47,13 @@ class UnreadableFileError(InvalidInputError):
 
 @dataclass(frozen=True)
 class Chunk:
-    """A piece of a text: ``source[start:end] == text``."""
+    """A piece of a text: ``source[start:end] == text``; ``tokens`` as the counter counted
+    the whole chunk (0 where not counted)."""
 
     text: str
     start: int
     end: int
+    tokens: int = field(default=0, compare=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,7 +366,7 @@ def _chunk_range(
     for chunk, count in zip(chunks, counts, strict=True):
         excess = count - (budget + overhead)
         if excess <= 0 or depth >= 4 or chunk.end - chunk.start <= 1:
-            checked.append(chunk)
+            checked.append(Chunk(chunk.text, chunk.start, chunk.end, count))
             continue
         smaller = max(1, budget - excess - depth - 1)
         checked.extend(

@@ -13,15 +13,14 @@ import logging
 import os
 import sqlite3
 import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_colbert import __version__
-from edge_colbert.chunking import discover_files
 from edge_colbert.errors import EdgeColbertError, InvalidInputError
+from edge_colbert.files_cli import add_folder_options
 from edge_colbert.sync import absolute
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ Command = Callable[[argparse.Namespace], int]
 # ``register(commands, shared)``, which adds its subparser and sets ``func``; it must import
 # nothing heavy at module level, so that ``--help`` stays fast and a missing extra is reported
 # only when its command runs.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("edge_colbert.files_cli",)
 
 
 def _positive_int(value: str) -> int:
@@ -87,10 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser(
         "index",
         parents=[shared],
-        help="add or update text files in an index",
-        description="Chunk .txt, .md, .rst and .html files and add them to DB (created if "
-        "needed). Run it again to update: unchanged files are skipped, changed ones "
-        "re-encoded, and files gone from PATH removed.",
+        help="add or update files in an index",
+        description="Chunk documents, web pages, e-books, notes and code and add them to DB "
+        "(created if needed). Run it again to update: unchanged files are skipped, changed "
+        "chunks re-encoded, and files gone from PATH removed. PDF, DOCX and PPTX need "
+        'pip install "edge-colbert[files]".',
     )
     index.add_argument("db", metavar="DB", help="the index file (SQLite)")
     index.add_argument("paths", metavar="PATH", nargs="+", help="files or folders to index")
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the chunks of files that are gone from PATH instead of removing them",
     )
+    add_folder_options(index)
     index.set_defaults(func=_run_index)
 
     search = commands.add_parser(
@@ -222,36 +223,9 @@ def display_path(path: str) -> str:
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from edge_colbert.files_cli import run_index
 
-    from edge_colbert.sync import sync_files
-
-    db = Path(args.db)
-    if db.is_dir():
-        raise InvalidInputError(f"{args.db} is a folder; give the index a file name, e.g. notes.db")
-    discover_files(args.paths)  # a missing PATH fails here, before the index file is created
-    encoder = _encoder(args)
-    began = time.perf_counter()
-    with _open_index(db, encoder, readonly=False) as index:
-        report = sync_files(
-            index,
-            encoder,
-            args.paths,
-            exclude=[db],
-            prune=not args.no_prune,
-            progress=not args.quiet and sys.stderr.isatty(),
-            # tqdm.write keeps the line from tearing a progress bar that is being drawn.
-            on_skip=lambda path, reason: tqdm.write(f"skipped {path}: {reason}", file=sys.stderr),
-        )
-    seconds = time.perf_counter() - began
-    files = "file" if report.indexed == 1 else "files"
-    chunks = "chunk" if report.chunks == 1 else "chunks"
-    _say(
-        args,
-        f"{report.indexed} {files} indexed ({report.chunks} {chunks}), {report.unchanged} "
-        f"unchanged, {report.skipped} skipped, {report.removed} removed in {seconds:.1f} s",
-    )
-    return 0
+    return run_index(args)
 
 
 def _parse_where(items: Sequence[str]) -> dict[str, Any] | None:

@@ -1,0 +1,135 @@
+"""Word (.docx) and PowerPoint (.pptx) files, read with python-docx and python-pptx
+(``files`` extra).
+
+Thread-safe: each call reads its own file and keeps no state.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edge_colbert.chunking import UnreadableFileError
+from edge_colbert.extract import FilesExtraMissingError, Section
+
+# Paragraphs gathered into one DOCX section before it is cut (a document with no headings).
+DOCX_SECTION_CHARS = 64 * 1024
+_HEADING_STYLE = re.compile(r"^(?:Heading|Title)\s*(\d*)$", re.IGNORECASE)
+
+
+def _open_failed(file: Path, error: Exception, kind: str) -> UnreadableFileError:
+    if isinstance(error, zipfile.BadZipFile) and file.open("rb").read(4) == b"\xd0\xcf\x11\xe0":
+        # An OLE container with a .docx/.pptx name: Office's encryption wraps the file so.
+        return UnreadableFileError(
+            file, f"encrypted {kind} (or the old binary format); save an unprotected copy"
+        )
+    return UnreadableFileError(file, f"corrupt or not a {kind} file ({type(error).__name__})")
+
+
+def docx_sections(file: Path) -> Iterator[Section]:
+    """A Word document as sections cut at its headings (``heading`` the path of headings
+    above), tables read row by row with cells separated by `` | ``.
+
+    Raises:
+        FilesExtraMissingError: python-docx is not installed.
+        UnreadableFileError: encrypted, corrupt or not a DOCX.
+    """
+    try:
+        import docx
+        from docx.table import Table
+        from docx.text.paragraph import Paragraph
+    except ImportError:
+        raise FilesExtraMissingError(file, "python-docx") from None
+    try:
+        document = docx.Document(str(file))
+    except Exception as error:  # python-docx raises many types for a bad package
+        raise _open_failed(file, error, "DOCX") from error
+    headings: list[tuple[int, str]] = []
+    parts: list[str] = []
+    size = 0
+
+    def section() -> Section | None:
+        text = "\n\n".join(p for p in parts if p.strip())
+        heading = " > ".join(t for _, t in headings)
+        return Section(text, {"heading": heading} if heading else {}) if text else None
+
+    for block in document.iter_inner_content():
+        if isinstance(block, Paragraph):
+            text = block.text.strip()
+            style = block.style.name if block.style is not None else ""
+            match = _HEADING_STYLE.match(style or "")
+            if match and text:
+                done = section()
+                if done is not None:
+                    yield done
+                parts, size = [], 0
+                level = int(match.group(1) or 0)
+                while headings and headings[-1][0] >= level:
+                    headings.pop()
+                headings.append((level, text))
+            lines = [text]
+        elif isinstance(block, Table):
+            lines = [_row(row.cells) for row in block.rows]
+        else:  # pragma: no cover - iter_inner_content yields only these two
+            continue
+        parts.extend(lines)
+        size += sum(len(line) for line in lines)
+        if size >= DOCX_SECTION_CHARS:
+            done = section()
+            if done is not None:
+                yield done
+            parts, size = [], 0
+    done = section()
+    if done is not None:
+        yield done
+
+
+def _row(cells: Any) -> str:
+    """A table row as text; merged cells repeat in python-docx, so repeats are dropped."""
+    seen: list[str] = []
+    for cell in cells:
+        text = " ".join(cell.text.split())
+        if text and (not seen or seen[-1] != text):
+            seen.append(text)
+    return " | ".join(seen)
+
+
+def pptx_sections(file: Path) -> Iterator[Section]:
+    """A presentation as one section per slide (``slide`` from 1): the slide's text boxes and
+    tables, then its speaker notes; ``heading`` is the slide's title.
+
+    Raises:
+        FilesExtraMissingError: python-pptx is not installed.
+        UnreadableFileError: encrypted, corrupt or not a PPTX.
+    """
+    try:
+        import pptx
+    except ImportError:
+        raise FilesExtraMissingError(file, "python-pptx") from None
+    try:
+        presentation = pptx.Presentation(str(file))
+    except Exception as error:  # python-pptx raises many types for a bad package
+        raise _open_failed(file, error, "PPTX") from error
+    for number, slide in enumerate(presentation.slides, start=1):
+        texts: list[str] = []
+        for shape in slide.shapes:
+            if getattr(shape, "has_text_frame", False) and shape.text_frame.text.strip():
+                texts.append(shape.text_frame.text.strip())
+            elif getattr(shape, "has_table", False):
+                texts.extend(_row(row.cells) for row in shape.table.rows)
+        if slide.has_notes_slide:
+            notes = slide.notes_slide.notes_text_frame
+            if notes is not None and notes.text.strip():
+                texts.append(notes.text.strip())
+        text = "\n\n".join(t for t in texts if t)
+        if not text:
+            continue
+        title_shape = slide.shapes.title
+        title = " ".join(title_shape.text_frame.text.split()) if title_shape is not None else ""
+        where: dict[str, Any] = {"slide": number}
+        if title:
+            where["heading"] = title
+        yield Section(text, where)
