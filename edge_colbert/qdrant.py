@@ -194,7 +194,12 @@ def _storage_of(params: Any, collection_quantization: Any) -> Storage:
 
 
 def _check_collection(
-    client: QdrantClient, collection: str, dim: int, model: str, storage: Storage | None
+    client: QdrantClient,
+    collection: str,
+    dim: int,
+    model: str,
+    storage: Storage | None,
+    also: str | None = None,
 ) -> dict[str, Any]:
     """Refuse a collection that cannot hold this model's vectors; returns its push state."""
     models = _models()
@@ -228,7 +233,7 @@ def _check_collection(
             "not push; a push deletes points that are not in the index, so it will not touch "
             "this collection. Push into a new collection name."
         )
-    if state.get("model") not in (None, model):
+    if state.get("model") not in (None, model, also or model):
         raise ModelMismatchError(
             f"collection {collection!r} holds vectors of model {state['model']}, but the index "
             f"was written by {model}; push into a new collection or use that model."
@@ -581,7 +586,12 @@ def search(
                 f"there is no collection {collection!r} at {_where_from(client)}; create it "
                 "with edge_colbert.qdrant.push (or `edge-colbert push`)."
             )
-        state = _check_collection(client, collection, encoder.dim, encoder.identity, None)
+        # An index written before the model identity hashed the preprocessing records the
+        # encoder's legacy identity, and so does a collection pushed from it.
+        legacy = getattr(encoder, "legacy_identity", None)
+        state = _check_collection(
+            client, collection, encoder.dim, encoder.identity, None, also=legacy
+        )
         if not state:
             raise CollectionMismatchError(
                 f"collection {collection!r} was not made by edge-colbert's push."
