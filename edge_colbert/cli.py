@@ -28,11 +28,9 @@ if TYPE_CHECKING:
     from edge_colbert.index import Index
 
 PROG = "edge-colbert"
-# Modules the export step imports that the runtime install lacks.
-EXPORT_DEPENDENCIES = frozenset(
-    {"torch", "transformers", "sentence_transformers", "safetensors", "onnxscript", "pylate"}
-)
-EXPORT_HINT = "the export step needs PyTorch: pip install 'edge-colbert[export]'"
+# The export step's package; imported only when the `export` command runs. Its dependency
+# list is the `export` extra in pyproject.toml, read back from the package metadata.
+EXPORT_PACKAGE = "export"
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -329,19 +327,20 @@ def _run_delete(args: argparse.Namespace) -> int:
 
 
 def _export_entry() -> Callable[[list[str]], int]:
-    """The export step's ``main(argv) -> int``: ``export.main``, else ``export.cli.main``.
+    """The export step's ``main(argv) -> int`` (``EXPORT_PACKAGE.cli.main``).
 
-    Imported only here, so that the runtime never loads torch.
+    Imported only here, so that the runtime never loads torch. Raises the export package's
+    ``ExportDependencyError`` (an ImportError naming what is missing and the install
+    command) before anything heavy is imported when the export extra is not installed.
     """
     import importlib
 
-    package = importlib.import_module("export")
-    entry = getattr(package, "main", None)
-    if entry is None:
-        entry = getattr(importlib.import_module("export.cli"), "main", None)
+    requirements = importlib.import_module(f"{EXPORT_PACKAGE}.requirements")
+    requirements.require_export_dependencies()
+    entry = getattr(importlib.import_module(f"{EXPORT_PACKAGE}.cli"), "main", None)
     if not callable(entry):
         raise EdgeColbertError(
-            "the installed `export` package has no main(argv) entry point; reinstall "
+            f"the installed {EXPORT_PACKAGE} package has no main(argv) entry point; reinstall "
             "edge-colbert with pip install 'edge-colbert[export]'"
         )
 
@@ -351,16 +350,22 @@ def _export_entry() -> Callable[[list[str]], int]:
     return run
 
 
-def _lacks_export_dependency(error: BaseException) -> bool:
-    """Whether an import failed for want of torch & co., here or anywhere up its cause chain
-    (the export package re-raises the error with its own message)."""
+def _export_dependency_hint(error: BaseException) -> str | None:
+    """The one-line hint when an import failed for want of the export extra, here or anywhere
+    up its cause chain; None for any other import error."""
+    import importlib
+
+    requirements = importlib.import_module(f"{EXPORT_PACKAGE}.requirements")
+    modules = {requirements.module_name(name) for name in requirements.export_requirements()}
     seen: BaseException | None = error
     while seen is not None:
+        if isinstance(seen, requirements.ExportDependencyError):
+            return str(seen)
         name = seen.name if isinstance(seen, ModuleNotFoundError) else None
-        if (name or "").split(".")[0] in EXPORT_DEPENDENCIES:
-            return True
+        if name and name.split(".")[0] in modules:
+            return str(requirements.export_dependency_message([name.split(".")[0]]))
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -375,10 +380,14 @@ def _run_export(args: argparse.Namespace) -> int:
     try:
         return _export_entry()(forwarded)
     except ImportError as error:
-        if _lacks_export_dependency(error):
-            _warn(f"{PROG}: {EXPORT_HINT}")
+        package_missing = isinstance(error, ModuleNotFoundError) and (
+            (error.name or "").split(".")[0] == EXPORT_PACKAGE
+        )
+        hint = None if package_missing else _export_dependency_hint(error)
+        if hint is not None:
+            _warn(f"{PROG}: {hint}")
             return 2
-        if isinstance(error, ModuleNotFoundError) and (error.name or "").startswith("export"):
+        if package_missing:
             raise EdgeColbertError(
                 f"the export step is not installed ({error}); install edge-colbert from a "
                 "checkout with pip install -e '.[export]'"

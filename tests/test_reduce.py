@@ -33,7 +33,8 @@ from export.reduce import (  # noqa: E402
 )
 
 needs_torch = pytest.mark.skipif(
-    importlib.util.find_spec("torch") is None, reason="torch (the export extra) is not installed"
+    importlib.util.find_spec("torch") is None,
+    reason='needs torch, of the export extra: pip install "edge-colbert[export]"',
 )
 
 

@@ -13,12 +13,25 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "optimum", "sentence_transformers", "pylate")
 
 SCRIPT = f"""
-import importlib, pkgutil, sys
+import importlib, importlib.metadata, pkgutil, re, sys
 import edge_colbert
 lazy = "onnxruntime" not in sys.modules
 from edge_colbert import Encoder
+# Import names of the optional extras' packages, from the package metadata (pyproject).
+optional = {{
+    re.match(r"[A-Za-z0-9._-]+", r).group(0).lower().replace("-", "_")
+    for r in importlib.metadata.requires("edge-colbert") or []
+    if "extra ==" in r
+}}
 for info in pkgutil.walk_packages(edge_colbert.__path__, "edge_colbert."):
-    importlib.import_module(info.name)
+    try:
+        importlib.import_module(info.name)
+    except ImportError as error:
+        # A module of an extra that is not installed here (the runtime-only venv) may
+        # refuse to import; a missing runtime dependency or a broken import may not.
+        missing = (getattr(error, "name", None) or "").split(".")[0]
+        if "edge-colbert[" not in str(error) and missing not in optional:
+            raise
 from edge_colbert import Index
 heavy = sorted(name for name in sys.modules if name.split(".")[0] in {HEAVY!r})
 print("lazy" if lazy else "eager", ",".join(heavy) or "-")
