@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_colbert import __version__
 from edge_colbert.errors import EdgeColbertError, InvalidInputError
-from edge_colbert.files_cli import add_folder_options
+from edge_colbert.files_cli import add_folder_options, hit_location
 from edge_colbert.sync import absolute
 
 if TYPE_CHECKING:
@@ -278,8 +278,7 @@ def _run_search(args: argparse.Namespace) -> int:
     for rank, (hit, found) in enumerate(zip(hits, spans, strict=True), start=1):
         where_from = hit.metadata.get("path")
         label = display_path(where_from) if isinstance(where_from, str) else hit.id
-        chunk = hit.metadata.get("chunk")
-        suffix = f"  (chunk {chunk})" if isinstance(chunk, int) and chunk > 0 else ""
+        suffix = hit_location(hit.metadata)  # path:line, path:page (heading)
         _out(f"{rank:>2}. {hit.score:7.3f}  {label}{suffix}")
         start, end = best_passage(hit.text, found)
         _out(f"    {mark(hit.text, found, start, end, style=style)}")

@@ -7,7 +7,6 @@ Thread-safe: each call reads its own file and keeps no state.
 from __future__ import annotations
 
 import re
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,17 @@ DOCX_SECTION_CHARS = 64 * 1024
 _HEADING_STYLE = re.compile(r"^(?:Heading|Title)\s*(\d*)$", re.IGNORECASE)
 
 
+# The start of an OLE compound file, which Office's encryption wraps a .docx/.pptx in.
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
 def _open_failed(file: Path, error: Exception, kind: str) -> UnreadableFileError:
-    if isinstance(error, zipfile.BadZipFile) and file.open("rb").read(4) == b"\xd0\xcf\x11\xe0":
-        # An OLE container with a .docx/.pptx name: Office's encryption wraps the file so.
+    try:
+        with file.open("rb") as stream:
+            head = stream.read(len(OLE_MAGIC))
+    except OSError:
+        head = b""
+    if head == OLE_MAGIC:
         return UnreadableFileError(
             file, f"encrypted {kind} (or the old binary format); save an unprotected copy"
         )

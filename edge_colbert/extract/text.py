@@ -26,6 +26,9 @@ SAMPLE_BYTES = 64 * 1024
 PIECE_CHARS = 256 * 1024
 # Markup (HTML) is parsed whole; above this it is refused rather than parsed into a huge tree.
 MAX_MARKUP_BYTES = 20 * 1024 * 1024
+# How much more "chaos" (charset-normalizer's mess measure) a Windows-1252 reading may show
+# than the best candidate and still be preferred.
+WESTERN_TOLERANCE = 0.05
 # A code section reaches this many characters before a top-level definition starts a new one.
 CODE_SECTION_CHARS = 600
 
@@ -71,10 +74,21 @@ def detect_encoding(file: Path, sample: bytes, *, whole: bool) -> str:
         from charset_normalizer import from_bytes
     except ImportError:
         raise FilesExtraMissingError(file, "charset-normalizer") from None
-    best = from_bytes(sample).best()
-    if best is None:
+    results = list(from_bytes(sample))
+    if not results:
         raise UnreadableFileError(file, f"binary file, not text in any known encoding ({bad})")
-    return str(best.encoding)
+    close = [m for m in results if m.chaos <= results[0].chaos + WESTERN_TOLERANCE]
+    # On short Western texts charset-normalizer ranks Baltic or Central European code pages
+    # level with (or just above) Windows-1252; when a close candidate reads exactly as
+    # Windows-1252 does, take Windows-1252, the legacy encoding most such files are in.
+    # Otherwise the close candidate whose text best fits a language wins.
+    try:
+        western = sample.decode("cp1252")
+    except UnicodeDecodeError:
+        western = None
+    if western is not None and any(str(match) == western for match in close):
+        return "cp1252"
+    return str(max(close, key=lambda match: match.coherence).encoding)
 
 
 def open_text(file: Path) -> io.TextIOWrapper:
