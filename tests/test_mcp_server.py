@@ -126,7 +126,9 @@ def test_read_only_server_searches_and_refuses_bad_calls(db: Path) -> None:
         assert write.is_error and "--allow-write" in _text(write)
 
         # Still answering after all that.
-        assert _data(await session.call_tool("search", {"query": QUESTION, "k": 1}))[0]["id"] == "wal"
+        assert (
+            _data(await session.call_tool("search", {"query": QUESTION, "k": 1}))[0]["id"] == "wal"
+        )
 
     _with_server([str(db)], body)
     assert _digest(db) == before
