@@ -13,10 +13,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["NewDocument", "PackedVectors", "StoredDocument", "decode_text", "encode_text"]
+__all__ = [
+    "MAX_TEXT_BYTES",
+    "NewDocument", "PackedVectors", "StoredDocument", "decode_text", "encode_text"]
 
 # Texts shorter than this stay plain TEXT; zlib gains nothing on them.
 _COMPRESS_MIN_BYTES = 160
+# Largest document text, in UTF-8 bytes, that is stored and read back; Index.add refuses
+# longer texts. Reading a stored text inflates at most this much (see decode_text).
+MAX_TEXT_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,31 @@ def encode_text(text: str) -> str | bytes:
     return packed if len(packed) < len(raw) else text
 
 
-def decode_text(value: str | bytes) -> str:
-    """Inverse of :func:`encode_text`."""
-    if isinstance(value, bytes):
-        return zlib.decompress(value).decode("utf-8")
-    return value
+def decode_text(value: str | bytes, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """Inverse of :func:`encode_text`, inflating at most ``max_bytes``.
+
+    A crafted file can hold a zlib bomb (7 MB stored, 4 GB inflated); the text was stored
+    by :func:`encode_text`, so it was at most :data:`MAX_TEXT_BYTES` of UTF-8, and inflating
+    stops one byte past that.
+
+    Raises:
+        ValueError: the value inflates past ``max_bytes``, is not zlib data, or is not
+            UTF-8 (the store names the file and row, see :mod:`edge_colbert.readguard`).
+    """
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, bytes):
+        raise TypeError(f"a stored text is a {type(value).__name__}, not text or zlib bytes")
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(value, max_bytes + 1)
+    except zlib.error as error:
+        raise ValueError(f"the stored text is not zlib data ({error})") from error
+    if len(raw) > max_bytes or inflater.unconsumed_tail:
+        raise ValueError(
+            f"the stored text inflates past {max_bytes:,} bytes, more than edge-colbert ever "
+            "stores in one document (a zlib bomb, or damage)"
+        )
+    if not inflater.eof:
+        raise ValueError("the stored text's zlib data is cut short")
+    return raw.decode("utf-8")

@@ -149,6 +149,9 @@ def probe_file(path: Path, timeout: float) -> None:
         )
     if not header:
         return  # an empty file is an empty SQLite database: it becomes a new index
+    from edge_colbert.filecheck import check_file  # filecheck builds on this module
+
+    check_file(path)  # no trigger, view or foreign object; time and size budgets
     try:
         probe = sqlite3.connect(sqlite_uri(path, "ro"), uri=True, timeout=timeout)
     except sqlite3.Error as error:

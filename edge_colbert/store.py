@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
-from edge_colbert import schema
+from edge_colbert import filecheck, schema
 from edge_colbert.errors import (
     IndexBusyError,
     IndexClosedError,
@@ -41,6 +41,7 @@ from edge_colbert.errors import (
     StorageFullError,
 )
 from edge_colbert.filters import where_clause
+from edge_colbert.readguard import READ_ERRORS, BadRowError, guard_reads
 from edge_colbert.records import (
     NewDocument,
     PackedVectors,
@@ -96,6 +97,7 @@ class _Slot:
         self.close = weakref.finalize(self, conn.close)
 
 
+@guard_reads  # every stored-data error is an IndexFileError naming the file and row
 class Store:
     """An edge-colbert index file, opened for one model.
 
@@ -209,6 +211,7 @@ class Store:
             )
         except sqlite3.Error as error:
             raise IndexFileError(f"cannot open {self.path}: {error}.") from error
+        filecheck.harden(conn)
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
@@ -677,10 +680,16 @@ class Store:
 
 def _document(row: tuple[Any, ...]) -> StoredDocument:
     """A ``documents`` row (rowid, id, text, metadata, n_tokens) as a :class:`StoredDocument`."""
-    return StoredDocument(
-        rowid=int(row[0]),
-        id=str(row[1]),
-        text=decode_text(row[2]),
-        metadata=json.loads(row[3]),
-        n_tokens=int(row[4]),
-    )
+    try:
+        metadata = json.loads(row[3])
+        if not isinstance(metadata, dict):
+            raise TypeError(f"metadata is a JSON {type(metadata).__name__}, not an object")
+        return StoredDocument(
+            rowid=int(row[0]),
+            id=str(row[1]),
+            text=decode_text(row[2]),
+            metadata=metadata,
+            n_tokens=int(row[4]),
+        )
+    except READ_ERRORS as error:
+        raise BadRowError("documents", row[0], error) from error

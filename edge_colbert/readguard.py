@@ -1,0 +1,123 @@
+"""Every read of stored data fails as :class:`IndexFileError`, naming the file, the row
+and what to do.
+
+A damaged or crafted file can hold any value in any column: a text BLOB that is not zlib
+(``zlib.error``), metadata that is not JSON (``JSONDecodeError``), a ``rowid_high`` of
+2**63-1 (``OverflowError`` on the next insert), a page of flipped bytes (SQLite's bare
+"database disk image is malformed"). Callers catch :class:`EdgeColbertError`; none of those
+is one. :func:`guard_reads` wraps the public methods of the store so that each of these
+becomes one :class:`IndexFileError` with the file, the method, the row where known, and the
+way out (``edge-colbert check``, ``repair``, a backup).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sqlite3
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from edge_colbert.errors import EdgeColbertError, IndexFileError
+
+__all__ = ["READ_ERRORS", "BadRowError", "guard_reads", "stored_data_error"]
+
+# What decoding stored values raises when they are not what edge-colbert wrote.
+# (json.JSONDecodeError and UnicodeDecodeError are ValueErrors; zlib.error is its own.)
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+    zlib.error,
+)
+
+# Methods that are not reads of stored data, or whose callers' own code runs inside them.
+_UNGUARDED = frozenset({"transaction", "snapshot", "close", "check_writable", "check_model"})
+
+_T = TypeVar("_T")
+
+
+class BadRowError(ValueError):
+    """A stored row that cannot be decoded: which table, which rowid, and why."""
+
+    def __init__(self, table: str, rowid: Any, reason: BaseException | str) -> None:
+        self.table = table
+        self.rowid = rowid
+        self.reason = reason
+        super().__init__(f"{table} row {rowid!r}: {reason}")
+
+
+def stored_data_error(path: Any, what: str, error: BaseException) -> IndexFileError:
+    """The :class:`IndexFileError` for ``error`` raised while ``what`` on the file ``path``."""
+    if isinstance(error, sqlite3.DatabaseError):
+        detail = f"SQLite says: {error}"
+    elif isinstance(error, BadRowError):
+        detail = f"{error.table} row {error.rowid} cannot be decoded ({error.reason})"
+    else:
+        detail = f"a stored value cannot be decoded ({type(error).__name__}: {error})"
+    return IndexFileError(
+        f"{path} is damaged: {detail}, while {what}. Run `edge-colbert check {path}` to see "
+        f"what is damaged, then `edge-colbert repair {path}` (or restore a backup made with "
+        "`edge-colbert backup`); documents that are not damaged can still be read."
+    )
+
+
+def _maps(error: BaseException) -> bool:
+    """Whether ``error`` is one of the stored-data errors (never one of ours)."""
+    if isinstance(error, EdgeColbertError):
+        return False
+    if isinstance(error, sqlite3.DatabaseError):
+        # Locked, busy, read-only, full: the store's own mapping says what to do. Damage is
+        # a bare DatabaseError ("malformed", "not a database") or one of these texts.
+        text = str(error).lower()
+        return type(error) is sqlite3.DatabaseError or any(
+            word in text for word in ("malformed", "corrupt", "not a database", "too big")
+        )
+    return isinstance(error, READ_ERRORS)
+
+
+def _guard(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    what = name.strip("_").replace("_", " ")
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from method(self, *args, **kwargs)
+            except BaseException as error:
+                if not _maps(error):
+                    raise
+                raise stored_data_error(self.path, f"reading {what}", error) from error
+
+        return generator
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException as error:
+            if not _maps(error):
+                raise
+            doing = "opening it" if name == "__init__" else f"in {what}"
+            raise stored_data_error(self.path, doing, error) from error
+
+    return call
+
+
+def guard_reads(cls: type[_T]) -> type[_T]:
+    """Wrap ``cls.__init__`` and every public method of ``cls`` (but the transaction and
+    snapshot context managers and ``close``) so stored-data errors become
+    :class:`IndexFileError` (see :func:`stored_data_error`); use as a class decorator."""
+    for name, member in list(vars(cls).items()):
+        if name in _UNGUARDED or (name.startswith("_") and name != "__init__"):
+            continue
+        if isinstance(member, staticmethod):
+            continue
+        if inspect.isfunction(member):
+            setattr(cls, name, _guard(name, member))
+    return cls
