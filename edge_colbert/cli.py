@@ -38,7 +38,10 @@ Command = Callable[[argparse.Namespace], int]
 # ``register(commands, shared)``, which adds its subparser and sets ``func``; it must import
 # nothing heavy at module level, so that ``--help`` stays fast and a missing extra is reported
 # only when its command runs.
-COMMAND_MODULES: tuple[str, ...] = ("edge_colbert.files_cli",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "edge_colbert.server.command",
+    "edge_colbert.files_cli",
+)
 
 
 def _positive_int(value: str) -> int:

@@ -1,0 +1,448 @@
+"""`edge-colbert serve`: the HTTP API, tested in-process with FastAPI's TestClient for errors
+and over real HTTP against the real command (uvicorn on 127.0.0.1, a free port), including
+10 concurrent clients while another thread writes to the index."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_colbert.cli import main
+from edge_colbert.encoder import Encoder
+from edge_colbert.index import Index
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTRA = 'needs the server extra: pip install "edge-colbert[server]"'
+# Texts in the tiny model's vocabulary (common English words), each about one thing.
+TOPICS = {
+    "water": "the water of the river is cold",
+    "music": "she can play music and sing a song",
+    "house": "their new house has a large garden",
+    "school": "the boy will go to school and read",
+    "food": "we like to eat bread and drink milk",
+}
+
+
+@pytest.fixture(scope="module")
+def server_extra() -> None:
+    pytest.importorskip("fastapi", reason=EXTRA)
+    pytest.importorskip("uvicorn", reason=EXTRA)
+    pytest.importorskip(
+        "httpx", reason='TestClient needs httpx: pip install "edge-colbert[test-extras]"'
+    )
+
+
+def _build(db: Path, encoder: Encoder, root: Path) -> None:
+    """Two folders of files, one chunk per topic, metadata as `index` stores it."""
+    texts, ids, metas = [], [], []
+    for folder in ("notes", "papers"):
+        for number, (topic, text) in enumerate(TOPICS.items()):
+            path = str(root / folder / f"{topic}.md")
+            texts.append(text)
+            ids.append(f"{path}#0")
+            metas.append({"path": path, "chunk": 0, "line": number + 1, "topic": topic})
+    with Index(db, encoder=encoder) as index:
+        index.add(texts, ids=ids, metadata=metas)
+
+
+@pytest.fixture
+def db(tmp_path: Path, tiny_encoder: Encoder) -> Path:
+    path = tmp_path / "server.db"
+    _build(path, tiny_encoder, tmp_path)
+    return path
+
+
+@pytest.fixture
+def client(server_extra: None, db: Path, tiny_encoder: Encoder) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from edge_colbert.server.app import create_app
+    from edge_colbert.server.service import SearchService
+
+    with Index(db, encoder=tiny_encoder, readonly=True) as index:
+        app = create_app(SearchService(index, tiny_encoder))
+        with TestClient(app) as test_client:
+            yield test_client
+
+
+# ------------------------------------------------------------------------------ the API
+
+
+def test_search_returns_hits_with_passage_highlights_and_metadata(
+    client: Any, tmp_path: Path
+) -> None:
+    response = client.get("/api/search", params={"q": "bread and milk", "k": 3})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["query"] == "bread and milk" and body["k"] == 3
+    assert len(body["hits"]) == 3
+    top = body["hits"][0]
+    assert top["metadata"]["topic"] == "food"
+    assert top["rank"] == 1 and isinstance(top["score"], float)
+    assert top["path"] == top["metadata"]["path"]
+    assert top["file_url"] == Path(top["path"]).as_uri()
+    assert top["location"] == "line 5"
+    assert 0 <= top["passage"]["start"] < top["passage"]["end"] <= len(top["text"])
+    marked = [top["text"][s["start"] : s["end"]] for s in top["highlights"]]
+    assert "bread" in marked and "milk" in marked, marked  # query words in the text
+    scores = [hit["score"] for hit in body["hits"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_filters_by_metadata_and_by_path_prefix(client: Any, tmp_path: Path) -> None:
+    where = json.dumps({"topic": ["food", "house"]})
+    hits = client.get("/api/search", params={"q": "river", "k": 10, "where": where}).json()["hits"]
+    assert {h["metadata"]["topic"] for h in hits} == {"food", "house"} and len(hits) == 4
+
+    notes = str(tmp_path / "notes")
+    hits = client.get("/api/search", params={"q": "river", "k": 10, "path": notes}).json()["hits"]
+    assert len(hits) == 5 and all(h["path"].startswith(notes + os.sep) for h in hits)
+    # A prefix is a folder, not a string prefix: "note" is not "notes".
+    hits = client.get("/api/search", params={"q": "river", "path": str(tmp_path / "note")}).json()
+    assert hits["hits"] == []
+    one_file = str(tmp_path / "papers" / "music.md")
+    hits = client.get("/api/search", params={"q": "river", "path": one_file}).json()["hits"]
+    assert [h["path"] for h in hits] == [one_file]
+    both = {"q": "river", "path": notes, "where": json.dumps({"topic": "school"})}
+    hits = client.get("/api/search", params=both).json()["hits"]
+    assert [h["metadata"]["topic"] for h in hits] == ["school"]
+
+
+def test_info_and_documents(client: Any, tmp_path: Path) -> None:
+    info = client.get("/api/info").json()
+    assert info["documents"] == 10 and info["files"] == 10
+    assert "semantic" in info["modes"] and info["default_mode"] in info["modes"]
+    doc_id = f"{tmp_path / 'notes' / 'food.md'}#0"
+    response = client.get("/api/documents/" + urllib.parse.quote(doc_id))
+    assert response.status_code == 200, response.text
+    assert response.json()["text"] == TOPICS["food"]
+    assert response.json()["location"] == "line 5"
+    missing = client.get("/api/documents/" + urllib.parse.quote("/no/such#0"))
+    assert missing.status_code == 404
+    assert "no document has id '/no/such#0'" in missing.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "words"),
+    [
+        ({"q": "  "}, 400, "the query is empty"),
+        ({}, 422, "q: Field required"),
+        ({"q": "river", "k": 0}, 422, "k: Input should be greater than or equal to 1"),
+        ({"q": "river", "k": 101}, 422, "k: Input should be less than or equal to 100"),
+        ({"q": "river", "k": "ten"}, 422, "k: Input should be a valid integer"),
+        ({"q": "river", "mode": "fuzzy"}, 422, "mode: Input should be 'hybrid', 'semantic' or"),
+        ({"q": "river", "where": "{topic: 1}"}, 400, "where is not valid JSON"),
+        ({"q": "river", "where": "[1, 2]"}, 400, "where must be a JSON object"),
+        ({"q": "river", "where": '{"topic": {"a": 1}}'}, 400, "use a string, number, bool"),
+        ({"q": "river", "where": '{"": 1}'}, 400, "where keys must be non-empty strings"),
+    ],
+)
+def test_bad_requests_get_one_clear_json_error(
+    client: Any, params: dict[str, Any], status: int, words: str
+) -> None:
+    response = client.get("/api/search", params=params)
+    assert response.status_code == status, response.text
+    assert set(response.json()) == {"error"}
+    assert words in response.json()["error"]
+
+
+def test_every_mode_the_index_serves_answers_and_others_are_refused(client: Any) -> None:
+    modes = client.get("/api/info").json()["modes"]
+    for mode in ("hybrid", "semantic", "keyword"):
+        response = client.get("/api/search", params={"q": "bread and milk", "mode": mode})
+        if mode in modes:
+            assert response.status_code == 200, response.text
+            assert response.json()["mode"] == mode
+            assert response.json()["hits"][0]["metadata"]["topic"] == "food"
+        else:
+            assert response.status_code == 400
+            assert f"mode '{mode}' is not available" in response.json()["error"]
+
+
+def test_highlight_false_skips_the_matched_words(client: Any) -> None:
+    body = client.get("/api/search", params={"q": "river", "highlight": "false"}).json()
+    assert body["hits"] and all(hit["highlights"] == [] for hit in body["hits"])
+
+
+def test_page_is_one_self_contained_file(client: Any) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "connect-src 'self'" in response.headers["content-security-policy"]
+    html = response.text
+    assert 'id="q"' in html and "prefers-color-scheme: dark" in html
+    # Nothing is fetched from elsewhere: no http(s) URL in any src, href or url().
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?https?:""", html)
+    assert client.get("/openapi.json").json()["paths"].keys() >= {
+        "/api/search",
+        "/api/info",
+        "/api/documents/{doc_id}",
+    }
+
+
+def test_a_loopback_server_refuses_other_host_names(
+    server_extra: None, db: Path, tiny_encoder: Encoder
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from edge_colbert.server.app import create_app
+    from edge_colbert.server.service import SearchService
+
+    with Index(db, encoder=tiny_encoder, readonly=True) as index:
+        app = create_app(SearchService(index, tiny_encoder), allowed_hosts={"127.0.0.1"})
+        with TestClient(app, base_url="http://127.0.0.1:8765") as local:
+            assert local.get("/api/info").status_code == 200
+        with TestClient(app, base_url="http://attacker.example") as rebound:
+            response = rebound.get("/api/info")
+    assert response.status_code == 400
+    assert "only requests addressed to 127.0.0.1" in response.json()["error"]
+
+
+def test_a_read_only_service_follows_another_writer(
+    server_extra: None, db: Path, tiny_encoder: Encoder
+) -> None:
+    from edge_colbert.server.service import SearchService
+
+    with Index(db, encoder=tiny_encoder, readonly=True) as reader:
+        service = SearchService(reader, tiny_encoder)
+        assert service.info()["documents"] == 10
+        with Index(db, encoder=tiny_encoder) as writer:
+            writer.add(["the old man will write a long letter"], ids=["letter"])
+        assert service.info()["documents"] == 11
+        found = service.search("old man letter", k=1)["hits"][0]
+        assert found["id"] == "letter" and found["path"] is None and found["file_url"] is None
+        assert service.document("letter") is not None
+
+
+# ------------------------------------------------------------------- the real command
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Served:
+    """`edge-colbert serve` running in a child process."""
+
+    def __init__(self, db: Path, model: Path, *extra: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "edge_colbert", "--model", str(model), "serve", str(db), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # printed once the port is bound
+        found = re.search(r"on (http://\S+/)", line)
+        if not found:
+            self.process.kill()
+            raise AssertionError(f"no URL in {line!r}; stderr: {self.process.stderr.read()}")  # type: ignore[union-attr]
+        self.url = found.group(1)
+        self.first_line = line
+
+    def get(self, path: str, **params: Any) -> tuple[int, Any]:
+        query = ("?" + urllib.parse.urlencode(params)) if params else ""
+        try:
+            with urllib.request.urlopen(self.url + path + query, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if self.get("api/info")[0] == 200:
+                    return
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise
+            time.sleep(0.2)
+
+    def stop(self) -> tuple[int, str, str]:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        out, err = self.process.communicate(timeout=30)
+        return self.process.returncode, out, err
+
+
+@pytest.fixture
+def served(server_extra: None, db: Path, tiny_model_dir: Path) -> Iterator[Served]:
+    server = Served(db, tiny_model_dir, "--port", "0")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.communicate(timeout=30)
+
+
+def test_serve_answers_plain_http_and_stops_cleanly_on_ctrl_c(served: Served) -> None:
+    assert served.url.startswith("http://127.0.0.1:")
+    status, body = served.get("api/search", q="bread and milk", k=2)
+    assert status == 200 and body["hits"][0]["metadata"]["topic"] == "food"
+    status, body = served.get("api/search", q="bread", k=1000)
+    assert status == 422 and "k:" in body["error"]
+    with urllib.request.urlopen(served.url, timeout=30) as page:
+        assert b'id="q"' in page.read()
+    code, out, err = served.stop()
+    assert code == 0, err
+    assert out.splitlines()[-1] == "stopped" and "Traceback" not in err
+
+
+def test_ten_clients_search_while_a_writer_adds(
+    served: Served, db: Path, tiny_encoder: Encoder
+) -> None:
+    batches, per_batch, rounds = 6, 5, 6
+    errors: list[str] = []
+    answered = []
+
+    def client(number: int) -> None:
+        for turn in range(rounds):
+            query = list(TOPICS.values())[(number + turn) % len(TOPICS)]
+            status, body = served.get("api/search", q=query, k=5)
+            if status != 200 or not body["hits"]:
+                errors.append(f"client {number}: {status} {body}")
+                continue
+            hit = body["hits"][0]
+            if not 0 <= hit["passage"]["start"] <= hit["passage"]["end"] <= len(hit["text"]):
+                errors.append(f"client {number}: bad passage {hit['passage']}")
+            answered.append(status)
+
+    def writer() -> None:
+        with Index(db, encoder=tiny_encoder) as index:
+            for batch in range(batches):
+                index.add(
+                    [f"new letter number {batch} {n} about the sea" for n in range(per_batch)],
+                    ids=[f"new-{batch}-{n}" for n in range(per_batch)],
+                    metadata=[{"batch": batch}] * per_batch,
+                )
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(10)]
+    threads.append(threading.Thread(target=writer))
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=240)
+    assert not any(thread.is_alive() for thread in threads), "clients or writer hung"
+    assert errors == []
+    assert len(answered) == 10 * rounds
+    assert time.monotonic() - began < 240
+    # The server follows the writes: every added document is searchable through it.
+    status, info = served.get("api/info")
+    assert status == 200 and info["documents"] == 10 + batches * per_batch
+    last = json.dumps({"batch": batches - 1})
+    status, body = served.get("api/search", q="new letter", k=10, where=last)
+    assert status == 200 and len(body["hits"]) == per_batch
+    code, _, err = served.stop()
+    assert code == 0, err
+
+
+# ------------------------------------------------------------------- bad command lines
+
+
+def test_port_in_use_is_one_line(
+    server_extra: None, db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(db), "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"edge-colbert: error: port {port} on 127.0.0.1 is already in use" in err
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "words"),
+    [
+        (None, [], "index file {db} does not exist; create it with"),
+        ("text", [], "is not an edge-colbert index"),
+        ("folder", [], "is a folder, not an index file"),
+        ("index", ["--host", "0.0.0.0"], "--host 0.0.0.0 would let other machines read"),
+        (
+            "index",
+            ["--host", "no-such-host.invalid"],
+            "--host no-such-host.invalid: cannot resolve",
+        ),
+    ],
+)
+def test_bad_command_lines_are_one_line(
+    server_extra: None,
+    tmp_path: Path,
+    tiny_encoder: Encoder,
+    capsys: pytest.CaptureFixture[str],
+    make: str | None,
+    args: list[str],
+    words: str,
+) -> None:
+    db = tmp_path / "x.db"
+    if make == "text":
+        db.write_text("not an index\n")
+    elif make == "folder":
+        db.mkdir()
+    elif make == "index":
+        _build(db, tiny_encoder, tmp_path)
+    assert main(["serve", str(db), "--port", "0", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("edge-colbert: error: "), err
+    assert words.format(db=db) in err
+    if make is None:
+        assert not db.exists()  # a mistyped path is not created
+
+
+def test_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "x.db", "--port", "70000"]) == 2
+    assert "ports run from 1 to 65535" in capsys.readouterr().err
+
+
+def test_allow_remote_prints_a_warning(server_extra: None, db: Path, tiny_model_dir: Path) -> None:
+    port = _free_port()
+    remote = Served(db, tiny_model_dir, "--host", "0.0.0.0", "--allow-remote", "--port", str(port))
+    try:
+        assert remote.url == f"http://0.0.0.0:{port}/"
+        code, _, err = remote.stop()
+    finally:
+        if remote.process.poll() is None:
+            remote.process.kill()
+    assert code == 0
+    assert "warning: listening on 0.0.0.0: every machine that can reach this one" in err
+
+
+def test_without_the_extra_serve_names_it(db: Path) -> None:
+    # fastapi made unimportable in a child process: find_spec() then reports it missing.
+    code = (
+        "import sys; sys.modules['fastapi'] = None\n"
+        "from edge_colbert.cli import main\n"
+        f"raise SystemExit(main(['serve', {str(db)!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "edge-colbert: error: fastapi not installed; the web server needs FastAPI and uvicorn: "
+        'pip install "edge-colbert[server]"'
+    ]
