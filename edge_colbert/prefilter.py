@@ -1,26 +1,35 @@
-"""Candidate generation for search: centroids in usearch, postings, centroid-interaction pruning.
+"""Candidate generation for search: centroids, postings, PLAID-like centroid interaction.
 
 Each document is *posted* under the centroids nearest to its tokens (exact assignment).
-A search probes, per query token, the ``nprobe`` nearest centroids (usearch HNSW over the
-centroids), takes the union of the documents posted under them, and, when that union is
-larger than ``keep``, ranks it by an approximate MaxSim computed from the documents'
-centroids alone (PLAID's centroid interaction: per query token, the best ``q . c`` over the
-document's centroids, summed) and keeps the best ``keep``. Exact MaxSim over the int8
-vectors (:mod:`edge_colbert.maxsim`) then ranks the survivors.
+A search narrows the collection in two stages before exact MaxSim over the int8 vectors
+(:mod:`edge_colbert.maxsim`) ranks the survivors:
 
-Postings live in memory as two views of one list of ``(rowid, centroid)`` pairs: by document
-(for pruning) and by centroid (for probing). Adds and discards update the document view at
-once; the centroid view is rebuilt lazily, on the next probe, so a batch of adds costs one
-rebuild.
+1. :meth:`Prefilter.candidates`: every query token scores all centroids exactly
+   (``q @ C.T``, one small matmul) and probes its ``nprobe`` best. A document posted under
+   a probed centroid earns, for that token, the centroid's score above the token's *floor*
+   (the best score among the centroids not probed); its stage-1 score is the sum over
+   query tokens. Centroids posted by more than :data:`COMMON_FRACTION` of all documents
+   (the [CLS]/[D] markers, punctuation) say nothing about which document to pick: their
+   score raises the floor for everyone instead of touching every document. The ``limit``
+   best documents are the candidates.
+2. :meth:`Prefilter.prune`: PLAID's centroid interaction, ``sum_i max_{c in doc} q_i . c``
+   (MaxSim with every document token replaced by its centroid), computed exactly from each
+   candidate's full centroid set, keeps the best ``keep``.
 
-``DEFAULT_NPROBE`` and ``DEFAULT_KEEP`` were chosen by measurement. On real token vectors
-(SciFact, 5,183 abstracts, 1.1M tokens, 4,096 centroids, the bundled MiniLM-64 model, 100
-queries) top-10 overlap with exhaustive MaxSim is 0.95 at keep 64, 0.98 at 128, 0.994 at
-256 and 0.999 at 512, for a search p50 of 8, 10, 14 and 21 ms. Pruning, not probing, limits
-fidelity: nprobe 4 already gathers most documents, since every document shares its [CLS]
-token. ``benchmarks/prefilter_sweep.py`` shows the same on a synthetic clustered collection,
-which is harder (0.87 at 256, 0.94 at 1024). With fewer documents than ``keep`` the search
-is exhaustive and exact.
+Why an exact probe and not an HNSW graph over the centroids: stage 2 needs the query's
+score against the centroids of every candidate, i.e. nearly all of ``q @ C.T`` anyway, and
+computing it is cheaper than a graph search (0.85 against 3.06 ms CPU per 32-token query at
+4,096 centroids); it also means nothing is built when an index opens.
+
+Postings live in memory in two CSR views of one list of ``(document, centroid)`` pairs: by
+document (rowids sorted, each document's centroids sorted unique; for stage 2) and by
+centroid (for stage 1). Adds and discards update the document view at once; the centroid
+view is rebuilt lazily, on the next search, so a batch of adds costs one rebuild (a stable
+radix sort of 16-bit centroid ids: linear in the postings).
+
+The defaults were chosen with ``benchmarks/prefilter_sweep.py`` on real SciFact token
+vectors (see ``docs/benchmarks.md``). With fewer documents than ``keep`` the search is
+exhaustive and exact.
 """
 
 from __future__ import annotations
@@ -31,25 +40,27 @@ import threading
 import numpy as np
 import numpy.typing as npt
 
-# onnxruntime must be loaded before usearch: with onnxruntime 1.31 and usearch 2.26 on Linux,
-# importing usearch's native module first makes the later onnxruntime import crash the
-# process (SIGSEGV). Loading it here keeps every import order of edge_colbert safe.
-import onnxruntime  # noqa: F401
-from usearch.index import Index as UsearchIndex
-
 from edge_colbert.errors import InvalidInputError
 from edge_colbert.kmeans import assign_nearest
 
-__all__ = ["DEFAULT_DEPTH", "DEFAULT_KEEP", "DEFAULT_NPROBE", "Prefilter", "default_keep"]
+__all__ = [
+    "COMMON_FRACTION",
+    "DEFAULT_CANDIDATES",
+    "DEFAULT_KEEP",
+    "DEFAULT_NPROBE",
+    "Prefilter",
+    "default_keep",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_NPROBE = 4
 DEFAULT_KEEP = 256
-DEFAULT_DEPTH = 32
-
-# usearch HNSW search breadth ("ef") over the centroids.
-_EXPANSION_SEARCH = 128
+DEFAULT_CANDIDATES = 2048
+# A centroid posted by more than this share of the documents is treated as posted by all.
+COMMON_FRACTION = 0.25
+# Below this many documents no centroid is treated as common (too few to tell).
+_COMMON_MIN_DOCS = 64
 
 
 def default_keep(k: int) -> int:
@@ -74,8 +85,27 @@ def _gather_segments(
     return np.repeat(shift, lengths) + np.arange(total, dtype=np.int64), lengths
 
 
+def _sorted_unique_within(flat: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> bool:
+    """Whether every segment of ``flat`` (CSR by ``lengths``) is strictly increasing.
+
+    A linear check: what the store and the training write is already sorted and unique,
+    so the sort that would otherwise order the entries is skipped.
+    """
+    if flat.size < 2:
+        return True
+    rising = np.diff(flat) > 0
+    # A segment boundary may fall anywhere; only steps inside a segment must rise.
+    boundary = np.cumsum(lengths)[:-1] - 1
+    boundary = boundary[(boundary >= 0) & (boundary < rising.size)]
+    rising[boundary] = True
+    return bool(rising.all())
+
+
 class Prefilter:
-    """Centroids, their usearch index and the in-memory postings of one collection.
+    """Centroids and the in-memory postings of one collection.
+
+    Thread-safe: searches may run in several threads while one thread adds or discards
+    postings (updates swap whole arrays under a lock; readers take a consistent view).
 
     Args:
         centroids: float32 ``[C, d]`` unit-norm centroids (from :func:`edge_colbert.kmeans.kmeans`).
@@ -100,21 +130,20 @@ class Prefilter:
             raise InvalidInputError("centroids hold NaN or infinity; retrain the centroids.")
         self._centroids = np.ascontiguousarray(c, dtype=np.float32)
         self._centroids.setflags(write=False)
-        self._usearch = UsearchIndex(
-            ndim=self.dim, metric="ip", dtype="f32", expansion_search=_EXPANSION_SEARCH
+        # Centroid ids fit 16 bits up to 65,536 centroids (kmeans.MAX_CENTROIDS): half the
+        # memory per posting, and numpy sorts them by radix.
+        self._id_dtype: type[np.unsignedinteger] = (
+            np.uint16 if self.num_centroids <= 1 << 16 else np.uint32
         )
-        self._usearch.add(np.arange(self.num_centroids, dtype=np.uint64), self._centroids)
         self._lock = threading.Lock()
-        # Document view: entries sorted by rowid, each document's centroids sorted unique.
-        self._e_rowid = np.zeros(0, dtype=np.int64)
-        self._e_cent = np.zeros(0, dtype=np.uint32)
-        # Centroid view, rebuilt from the document view when stale.
-        self._stale = True
+        # Document view: rowids sorted; each document's centroids sorted unique.
         self._doc_rowids = np.zeros(0, dtype=np.int64)
         self._doc_indptr = np.zeros(1, dtype=np.int64)
+        self._doc_cents = np.zeros(0, dtype=self._id_dtype)
+        # Centroid view (slots into the document view), rebuilt when stale.
+        self._stale = True
         self._post_indptr = np.zeros(self.num_centroids + 1, dtype=np.int64)
-        self._post_rowids = np.zeros(0, dtype=np.int64)
-        self._post_slots = np.zeros(0, dtype=np.int64)
+        self._post_slots = np.zeros(0, dtype=np.int32)
 
     # -- centroids -------------------------------------------------------------------------
 
@@ -175,9 +204,8 @@ class Prefilter:
         return labels.astype(np.uint32)
 
     def probe(self, query: npt.ArrayLike, nprobe: int) -> npt.NDArray[np.uint32]:
-        """The ``nprobe`` nearest centroids of each query token (usearch): uint32 ``[Tq, nprobe]``.
-
-        ``nprobe`` larger than the number of centroids is clamped to it.
+        """The ``nprobe`` nearest centroids of each query token, best first (exact):
+        uint32 ``[Tq, nprobe]``. ``nprobe`` larger than the number of centroids is clamped.
 
         Raises:
             InvalidInputError: ``nprobe < 1`` or the query dimension differs.
@@ -186,83 +214,152 @@ class Prefilter:
         if nprobe < 1:
             raise InvalidInputError(f"nprobe must be >= 1; got {nprobe}.")
         count = min(nprobe, self.num_centroids)
-        if q.shape[0] == 0:
-            return np.zeros((0, count), dtype=np.uint32)
-        # HNSW is approximate; its search breadth stays at least 4x the count (misses are
-        # rare), and past that an exact scan of the centroids is as cheap.
-        found = self._usearch.search(q, count, exact=4 * count > _EXPANSION_SEARCH)
-        keys = np.asarray(found.keys).reshape(q.shape[0], -1)[:, :count]
-        counts = np.asarray(getattr(found, "counts", [keys.shape[1]])).reshape(-1)
-        out = keys.astype(np.uint32)
-        for row in np.flatnonzero(counts < count):
-            # usearch pads short rows with a sentinel; repeat a real key instead.
-            filled = int(counts[row])
-            out[row, filled:] = out[row, 0] if filled else 0
-        return out
+        qc = q @ self._centroids.T
+        top = self._top_centroids(qc, count)
+        order = np.argsort(-np.take_along_axis(qc, top, axis=1), axis=1, kind="stable")
+        return np.take_along_axis(top, order, axis=1).astype(np.uint32)
+
+    @staticmethod
+    def _top_centroids(qc: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.int64]:
+        """The ``count`` best centroid indices of each row of ``qc`` (unordered)."""
+        if count >= qc.shape[1]:
+            every: npt.NDArray[np.int64] = np.tile(
+                np.arange(qc.shape[1], dtype=np.int64), (qc.shape[0], 1)
+            )
+            return every
+        top: npt.NDArray[np.int64] = np.argpartition(-qc, count - 1, axis=1)[:, :count]
+        return top
 
     # -- postings --------------------------------------------------------------------------
 
-    def _entries(
-        self, rowids: npt.ArrayLike, doc_centroids: list[npt.NDArray[np.uint32]]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint32]]:
-        """Validate a batch and return (sorted rowids, entry rowids, entry centroids)."""
+    def _checked(
+        self, rowids: npt.ArrayLike, lengths: npt.ArrayLike, flat: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.unsignedinteger]]:
+        """Validate a batch in CSR form; return it as a document view sorted by rowid.
+
+        Documents with no centroid are left out (they cannot be found by any probe).
+        """
         r = np.asarray(rowids)
         if r.ndim != 1 or (r.size and not np.issubdtype(r.dtype, np.integer)):
             raise InvalidInputError(
                 f"rowids must be a 1-D integer array; got dtype {r.dtype}, shape {r.shape}."
             )
         r = r.astype(np.int64)
-        if r.shape[0] != len(doc_centroids):
+        n = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        f = np.asarray(flat).reshape(-1).astype(np.int64)
+        if r.shape[0] != n.shape[0]:
             raise InvalidInputError(
-                f"{r.shape[0]} rowids but {len(doc_centroids)} centroid arrays; pass one "
+                f"{r.shape[0]} rowids but {n.shape[0]} centroid arrays; pass one "
                 "array of centroid ids per document."
             )
-        if np.unique(r).shape[0] != r.shape[0]:
-            raise InvalidInputError("rowids repeat within one batch; post each document once.")
-        lengths = np.array([np.asarray(c).size for c in doc_centroids], dtype=np.int64)
-        flat = (
-            np.concatenate([np.asarray(c).reshape(-1) for c in doc_centroids]).astype(np.int64)
-            if lengths.sum()
-            else np.zeros(0, dtype=np.int64)
-        )
-        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= self.num_centroids):
+        if int(n.sum()) != f.size or (n.size and int(n.min()) < 0):
+            raise InvalidInputError(
+                f"the centroid lengths add up to {int(n.sum())} but {f.size} ids were given."
+            )
+        if f.size and (int(f.min()) < 0 or int(f.max()) >= self.num_centroids):
             raise InvalidInputError(
                 f"centroid ids must lie in [0, {self.num_centroids}); got "
-                f"{int(flat.min())}..{int(flat.max())}. The postings come from other centroids."
+                f"{int(f.min())}..{int(f.max())}. The postings come from other centroids."
             )
-        # One sort orders entries by rowid, then centroid, and drops repeats.
-        keys = np.unique(np.repeat(r, lengths) * self.num_centroids + flat)
-        return np.sort(r), keys // self.num_centroids, (keys % self.num_centroids).astype(np.uint32)
+        in_order = r.size < 2 or bool(np.all(np.diff(r) > 0))
+        if not in_order and np.unique(r).shape[0] != r.shape[0]:
+            raise InvalidInputError("rowids repeat within one batch; post each document once.")
+        if in_order and _sorted_unique_within(f, n):
+            keep = n > 0
+            indptr = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
+            np.cumsum(n[keep], out=indptr[1:])
+            return r[keep], indptr, f.astype(self._id_dtype)
+        # Unsorted input (callers outside this package): one sort orders entries by
+        # document, then centroid, and drops repeats.
+        slot = np.argsort(r, kind="stable")
+        rank = np.empty_like(slot)
+        rank[slot] = np.arange(slot.size)
+        keys = np.unique(np.repeat(rank, n) * self.num_centroids + f)
+        owner = keys // self.num_centroids
+        sorted_r = r[slot]
+        present = np.unique(owner)
+        indptr = np.searchsorted(owner, np.append(present, slot.size)).astype(np.int64)
+        return (
+            sorted_r[present],
+            indptr,
+            (keys % self.num_centroids).astype(self._id_dtype),
+        )
+
+    @staticmethod
+    def _flatten(
+        doc_centroids: list[npt.NDArray[np.uint32]],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """A list of per-document id arrays as (lengths, flat ids)."""
+        lengths = np.fromiter(
+            (np.asarray(c).size for c in doc_centroids), dtype=np.int64, count=len(doc_centroids)
+        )
+        if not lengths.sum():
+            return lengths, np.zeros(0, dtype=np.int64)
+        return lengths, np.concatenate([np.asarray(c).reshape(-1) for c in doc_centroids])
 
     def set_postings(
         self, rowids: npt.ArrayLike, doc_centroids: list[npt.NDArray[np.uint32]]
     ) -> None:
         """Replace all postings: document ``rowids[i]`` is posted under ``doc_centroids[i]``."""
-        _, e_rowid, e_cent = self._entries(rowids, doc_centroids)
+        self.set_postings_flat(rowids, *self._flatten(doc_centroids))
+
+    def set_postings_flat(
+        self, rowids: npt.ArrayLike, lengths: npt.ArrayLike, flat: npt.ArrayLike
+    ) -> None:
+        """:meth:`set_postings` in CSR form: document ``rowids[i]`` is posted under the next
+        ``lengths[i]`` ids of ``flat`` (sorted unique per document, rowids rising: checked
+        in linear time; anything else is sorted)."""
+        doc_rowids, indptr, cents = self._checked(rowids, lengths, flat)
         with self._lock:
-            self._e_rowid, self._e_cent = e_rowid, e_cent
+            self._doc_rowids, self._doc_indptr, self._doc_cents = doc_rowids, indptr, cents
             self._stale = True
 
     def add_postings(
         self, rowids: npt.ArrayLike, doc_centroids: list[npt.NDArray[np.uint32]]
     ) -> None:
         """Post more documents; a rowid already posted is replaced (an update)."""
-        new_rowids, e_rowid, e_cent = self._entries(rowids, doc_centroids)
-        if new_rowids.size == 0:
+        self.add_postings_flat(rowids, *self._flatten(doc_centroids))
+
+    def add_postings_flat(
+        self, rowids: npt.ArrayLike, lengths: npt.ArrayLike, flat: npt.ArrayLike
+    ) -> None:
+        """:meth:`add_postings` in CSR form (see :meth:`set_postings_flat`)."""
+        new_rowids, new_indptr, new_cents = self._checked(rowids, lengths, flat)
+        given = np.asarray(rowids, dtype=np.int64).reshape(-1)
+        if given.size == 0:
             return
         with self._lock:
-            old_rowid, old_cent = self._e_rowid, self._e_cent
-            if old_rowid.size and int(new_rowids[0]) <= int(old_rowid[-1]):
-                keep = ~np.isin(old_rowid, new_rowids)
-                merged_rowid = np.concatenate([old_rowid[keep], e_rowid])
-                merged_cent = np.concatenate([old_cent[keep], e_cent])
-                order = np.argsort(merged_rowid, kind="stable")
-                self._e_rowid, self._e_cent = merged_rowid[order], merged_cent[order]
-            else:
-                # Rowids only grow in SQLite's usual case: a plain append stays sorted.
-                self._e_rowid = np.concatenate([old_rowid, e_rowid])
-                self._e_cent = np.concatenate([old_cent, e_cent])
+            # Re-posting a rowid replaces it: the old entries go first.
+            if self._doc_rowids.size:
+                self._discard_locked(given)
             self._stale = True
+            if new_rowids.size == 0:
+                return
+            if not self._doc_rowids.size or int(new_rowids[0]) > int(self._doc_rowids[-1]):
+                # Rowids only grow in SQLite's usual case: a plain append stays sorted.
+                self._doc_rowids = np.concatenate([self._doc_rowids, new_rowids])
+                self._doc_indptr = np.concatenate(
+                    [self._doc_indptr, new_indptr[1:] + self._doc_indptr[-1]]
+                )
+                self._doc_cents = np.concatenate([self._doc_cents, new_cents])
+                return
+            # Out-of-order rowids: merge both document views by rowid.
+            rowids_all = np.concatenate([self._doc_rowids, new_rowids])
+            lengths_all = np.concatenate([np.diff(self._doc_indptr), np.diff(new_indptr)])
+            starts_all = np.concatenate(
+                [self._doc_indptr[:-1], new_indptr[:-1] + self._doc_cents.size]
+            )
+            cents_all = np.concatenate([self._doc_cents, new_cents])
+            order = np.argsort(rowids_all, kind="stable")
+            indptr = np.zeros(order.size + 1, dtype=np.int64)
+            np.cumsum(lengths_all[order], out=indptr[1:])
+            positions = np.repeat(starts_all[order], lengths_all[order]) + (
+                np.arange(int(indptr[-1]), dtype=np.int64)
+                - np.repeat(indptr[:-1], lengths_all[order])
+            )
+            self._doc_rowids = rowids_all[order]
+            self._doc_indptr = indptr
+            self._doc_cents = cents_all[positions]
 
     def discard(self, rowids: npt.ArrayLike) -> None:
         """Remove documents from the postings; rowids not posted are ignored."""
@@ -270,54 +367,144 @@ class Prefilter:
         if r.size == 0:
             return
         with self._lock:
-            keep = ~np.isin(self._e_rowid, r)
-            self._e_rowid, self._e_cent = self._e_rowid[keep], self._e_cent[keep]
-            self._stale = True
+            self._discard_locked(r)
+
+    def _discard_locked(self, rowids: npt.NDArray[np.int64]) -> None:
+        keep = ~np.isin(self._doc_rowids, rowids)
+        if keep.all():
+            return
+        lengths = np.diff(self._doc_indptr)
+        self._doc_cents = self._doc_cents[np.repeat(keep, lengths)]
+        self._doc_rowids = self._doc_rowids[keep]
+        indptr = np.zeros(self._doc_rowids.size + 1, dtype=np.int64)
+        np.cumsum(lengths[keep], out=indptr[1:])
+        self._doc_indptr = indptr
+        self._stale = True
 
     @property
     def num_postings(self) -> int:
         """Number of (document, centroid) pairs posted."""
-        return int(self._e_rowid.shape[0])
+        return int(self._doc_cents.shape[0])
 
     @property
     def num_documents(self) -> int:
         """Number of documents posted."""
-        self._refresh()
         return int(self._doc_rowids.shape[0])
 
-    def _refresh(self) -> None:
-        """Rebuild both CSR views from the entry list if adds or discards made them stale."""
+    @property
+    def nbytes(self) -> int:
+        """Bytes of memory the postings and centroids take."""
         with self._lock:
-            if not self._stale:
-                return
-            e_rowid, e_cent = self._e_rowid, self._e_cent
-            starts = np.flatnonzero(np.diff(e_rowid, prepend=-1)) if e_rowid.size else e_rowid
-            self._doc_rowids = e_rowid[starts]
-            self._doc_indptr = np.append(starts, e_rowid.shape[0]).astype(np.int64)
-            # Stable sort by centroid keeps rowids ascending inside each posting list.
-            order = np.argsort(e_cent, kind="stable")
-            self._post_rowids = e_rowid[order]
-            entry_slot = np.repeat(
-                np.arange(starts.shape[0], dtype=np.int64), np.diff(self._doc_indptr)
+            parts = (
+                self._centroids,
+                self._doc_rowids,
+                self._doc_indptr,
+                self._doc_cents,
+                self._post_indptr,
+                self._post_slots,
             )
-            self._post_slots = entry_slot[order]
-            counts = np.bincount(e_cent, minlength=self.num_centroids)
-            self._post_indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-            self._stale = False
+            return int(sum(p.nbytes for p in parts))
+
+    def _views(
+        self,
+    ) -> tuple[
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.unsignedinteger],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int32],
+    ]:
+        """A consistent (doc rowids, doc indptr, doc centroids, post indptr, post slots),
+        rebuilding the centroid view first if adds or discards made it stale."""
+        with self._lock:
+            if self._stale:
+                cents = self._doc_cents
+                order = np.argsort(cents, kind="stable")  # radix sort for 16-bit ids
+                slot_of_entry = np.repeat(
+                    np.arange(self._doc_rowids.size, dtype=np.int32), np.diff(self._doc_indptr)
+                )
+                self._post_slots = slot_of_entry[order]
+                counts = np.bincount(cents, minlength=self.num_centroids)
+                indptr = np.zeros(self.num_centroids + 1, dtype=np.int64)
+                np.cumsum(counts, out=indptr[1:])
+                self._post_indptr = indptr
+                self._stale = False
+            return (
+                self._doc_rowids,
+                self._doc_indptr,
+                self._doc_cents,
+                self._post_indptr,
+                self._post_slots,
+            )
 
     def postings(self, centroid: int) -> npt.NDArray[np.int64]:
         """Sorted rowids posted under one centroid."""
-        self._refresh()
-        return self._post_rowids[self._post_indptr[centroid] : self._post_indptr[centroid + 1]]
+        doc_rowids, _, _, post_indptr, post_slots = self._views()
+        return doc_rowids[post_slots[post_indptr[centroid] : post_indptr[centroid + 1]]]
+
+    # -- search ----------------------------------------------------------------------------
 
     def candidates(
-        self, query: npt.ArrayLike, *, nprobe: int = DEFAULT_NPROBE
+        self,
+        query: npt.ArrayLike,
+        *,
+        nprobe: int = DEFAULT_NPROBE,
+        limit: int = DEFAULT_CANDIDATES,
     ) -> npt.NDArray[np.int64]:
-        """Sorted rowids posted under any query token's ``nprobe`` nearest centroids."""
-        probes = np.unique(self.probe(query, nprobe)).astype(np.int64)
-        self._refresh()
-        positions, _ = _gather_segments(self._post_indptr, probes)
-        return np.unique(self._post_rowids[positions])
+        """The ``limit`` documents of best stage-1 score (see the module docstring), as
+        sorted rowids; documents that hold none of the probed (not common) centroids are
+        never candidates.
+
+        Raises:
+            InvalidInputError: ``nprobe < 1``, ``limit < 1`` or the query dimension differs.
+        """
+        q = self._vectors(query, "query vectors")
+        if nprobe < 1 or limit < 1:
+            raise InvalidInputError(f"nprobe and limit must be >= 1; got {nprobe}, {limit}.")
+        doc_rowids, _, _, post_indptr, post_slots = self._views()
+        n_docs = doc_rowids.size
+        if n_docs == 0 or q.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64)
+        qc = q @ self._centroids.T
+        count = min(nprobe, self.num_centroids)
+        if count < self.num_centroids:
+            part = np.argpartition(-qc, count, axis=1)
+            top = part[:, :count]
+            floor = np.take_along_axis(qc, part[:, count : count + 1], axis=1)[:, 0]
+        else:
+            top = self._top_centroids(qc, count)
+            floor = qc.min(axis=1) - 1.0
+        df = np.diff(post_indptr)
+        common = (
+            df > COMMON_FRACTION * n_docs
+            if n_docs >= _COMMON_MIN_DOCS
+            else np.zeros(self.num_centroids, dtype=bool)
+        )
+        values = np.take_along_axis(qc, top, axis=1)
+        # A common centroid counts as held by every document: it raises the floor.
+        common_best = np.where(common[top], values, -np.inf).max(axis=1)
+        floor = np.maximum(floor, common_best)
+        bonus = np.zeros(n_docs, dtype=np.float32)
+        best = np.zeros(n_docs, dtype=np.float32)
+        for i in range(q.shape[0]):
+            ascending = np.argsort(values[i])
+            touched: list[npt.NDArray[np.int32]] = []
+            for j in ascending:
+                c = int(top[i, j])
+                gain = float(values[i, j] - floor[i])
+                if gain <= 0.0 or common[c]:
+                    continue
+                slots = post_slots[post_indptr[c] : post_indptr[c + 1]]
+                best[slots] = gain  # ascending order: a document keeps its best centroid
+                touched.append(slots)
+            if touched:
+                hit = np.concatenate(touched) if len(touched) > 1 else touched[0]
+                bonus[hit] += best[hit]  # repeated slots add once: the same value each
+        found = np.flatnonzero(bonus > 0)
+        if found.size > limit:
+            found = found[np.argpartition(-bonus[found], limit - 1)[:limit]]
+            found.sort()
+        return doc_rowids[found]
 
     def prune(
         self,
@@ -325,66 +512,47 @@ class Prefilter:
         candidates: npt.ArrayLike,
         *,
         keep: int = DEFAULT_KEEP,
-        depth: int = DEFAULT_DEPTH,
     ) -> npt.NDArray[np.int64]:
         """Keep the ``keep`` candidates of best centroid-interaction score, sorted by rowid.
 
         The score is PLAID's centroid interaction, ``sum_i max_{c in doc} q_i . c``: MaxSim
-        with every document token replaced by its centroid. It is computed through the
-        postings of each query token's ``depth`` best centroids (ranked exactly, in numpy);
-        a document holding none of them gets the next best value, an upper bound of its true
-        term, so it is never ranked below what it deserves. With ``depth`` at least the
-        number of centroids the score is exact. Candidates not posted at all rank last.
-        With ``len(candidates) <= keep`` all are returned.
+        with every document token replaced by its centroid, computed exactly from each
+        candidate's centroids. Candidates not posted at all rank last. With
+        ``len(candidates) <= keep`` all are returned.
 
         Raises:
-            InvalidInputError: ``keep < 1``, ``depth < 1`` or the query dimension differs.
+            InvalidInputError: ``keep < 1`` or the query dimension differs.
         """
         q = self._vectors(query, "query vectors")
-        if keep < 1 or depth < 1:
-            raise InvalidInputError(f"keep and depth must be >= 1; got keep={keep}, depth={depth}.")
+        if keep < 1:
+            raise InvalidInputError(f"keep must be >= 1; got keep={keep}.")
         cand = np.unique(np.asarray(candidates, dtype=np.int64).reshape(-1))
         if cand.shape[0] <= keep:
             return cand
-        self._refresh()
-        scores = self.centroid_scores(q, cand, depth=depth)
+        scores = self.centroid_scores(q, cand)
         best = np.argpartition(-scores, keep - 1)[:keep]
         return np.sort(cand[best])
 
     def centroid_scores(
-        self, query: npt.ArrayLike, rowids: npt.ArrayLike, *, depth: int = DEFAULT_DEPTH
+        self, query: npt.ArrayLike, rowids: npt.ArrayLike
     ) -> npt.NDArray[np.float32]:
-        """Centroid-interaction scores of documents (see :meth:`prune`); -inf if not posted."""
+        """Exact centroid-interaction scores of documents (see :meth:`prune`); -inf for a
+        rowid not posted."""
         q = self._vectors(query, "query vectors")
         cand = np.asarray(rowids, dtype=np.int64).reshape(-1)
-        self._refresh()
-        n_docs = self._doc_rowids.shape[0]
+        doc_rowids, doc_indptr, doc_cents, _, _ = self._views()
         scores = np.full(cand.shape[0], -np.inf, dtype=np.float32)
-        if n_docs == 0 or cand.shape[0] == 0:
+        n_docs = doc_rowids.shape[0]
+        if n_docs == 0 or cand.shape[0] == 0 or q.shape[0] == 0:
             return scores
-        slot = np.minimum(np.searchsorted(self._doc_rowids, cand), n_docs - 1)
-        posted = self._doc_rowids[slot] == cand
-        # Dense map from document slot to its place among the candidates (-1: not asked).
-        slot_to_cand = np.full(n_docs, -1, dtype=np.int64)
-        slot_to_cand[slot[posted]] = np.flatnonzero(posted)
-        qc = q @ self._centroids.T  # [Tq, C]: every centroid scored once, cheap
-        n_cents = self.num_centroids
-        if depth < n_cents:
-            part = np.argpartition(-qc, depth, axis=1)
-            top = part[:, :depth]
-            floor = np.take_along_axis(qc, part[:, depth : depth + 1], axis=1)[:, 0]
-        else:
-            top = np.broadcast_to(np.arange(n_cents), qc.shape)
-            floor = np.full(q.shape[0], -np.inf, dtype=np.float32)
-        n_cand = cand.shape[0]
-        total = np.zeros(n_cand, dtype=np.float32)
-        for i in range(q.shape[0]):
-            positions, lengths = _gather_segments(self._post_indptr, top[i].astype(np.int64))
-            where = slot_to_cand[self._post_slots[positions]]
-            values = np.repeat(qc[i, top[i]], lengths)
-            asked = where >= 0
-            best = np.full(n_cand, floor[i], dtype=np.float32)
-            np.maximum.at(best, where[asked], values[asked])
-            total += best
-        scores[posted] = total[posted]
+        slot = np.minimum(np.searchsorted(doc_rowids, cand), n_docs - 1)
+        posted = doc_rowids[slot] == cand
+        if not posted.any():
+            return scores
+        positions, lengths = _gather_segments(doc_indptr, slot[posted])
+        # [C, Tq] rows gathered per entry: each entry reads one contiguous row.
+        cq = np.ascontiguousarray((q @ self._centroids.T).T)
+        values = cq[doc_cents[positions]]
+        starts = np.cumsum(lengths) - lengths
+        scores[posted] = np.maximum.reduceat(values, starts, axis=0).sum(axis=1)
         return scores

@@ -96,19 +96,58 @@ def test_prune_keeps_exhaustive_top10_at_defaults(
     assert np.mean(overlaps) >= 0.95
 
 
-def test_prune_depth_approximates_exact_centroid_interaction(
+def test_centroid_scores_are_exact_centroid_interaction(
     built: tuple[Prefilter, list, list, list],
 ) -> None:
     pre, _, queries, cents = built
     q = queries[3]
     rows = np.arange(0, 1500, 7)
-    full = pre.centroid_scores(q, rows, depth=pre.num_centroids)
+    full = pre.centroid_scores(q, np.concatenate([rows, [10**7]]))
     qc = q @ pre.centroids.T
     want = [qc[:, cents[r]].max(axis=1).sum() for r in rows]
-    np.testing.assert_allclose(full, want, rtol=1e-5)
-    # A shallower depth only ever over-estimates (missing terms get an upper bound).
-    shallow = pre.centroid_scores(q, rows, depth=8)
-    assert np.all(shallow >= full - 1e-5)
+    np.testing.assert_allclose(full[:-1], want, rtol=1e-5)
+    assert full[-1] == -np.inf  # never posted
+
+
+def test_candidates_narrow_and_keep_the_exhaustive_top(
+    built: tuple[Prefilter, list, list, list],
+) -> None:
+    """Stage 1 hands far fewer documents than the posting union to stage 2."""
+    pre, docs, queries, _ = built
+    union_sizes, sizes, found = [], [], []
+    for q in queries:
+        probes = np.unique(pre.probe(q, DEFAULT_NPROBE))
+        union = np.unique(np.concatenate([pre.postings(int(c)) for c in probes]))
+        cand = pre.candidates(q, nprobe=DEFAULT_NPROBE, limit=200)
+        assert cand.size <= 200 and np.all(np.diff(cand) > 0)
+        assert set(cand.tolist()) <= set(union.tolist())
+        top = np.argsort(-maxsim_scores(q, docs))[:10]
+        found.append(len(set(top.tolist()) & set(cand.tolist())) / 10)
+        union_sizes.append(union.size)
+        sizes.append(cand.size)
+    assert np.mean(sizes) <= 200 < np.mean(union_sizes)
+    assert np.mean(found) >= 0.95
+
+
+def test_probe_is_exact_and_best_first(built: tuple[Prefilter, list, list, list]) -> None:
+    pre, _, queries, _ = built
+    qc = queries[1] @ pre.centroids.T
+    probes = pre.probe(queries[1], 6)
+    np.testing.assert_array_equal(probes, np.argsort(-qc, axis=1, kind="stable")[:, :6])
+
+
+def test_unsorted_postings_are_sorted(built: tuple[Prefilter, list, list, list]) -> None:
+    pre, _, _, cents = built
+    ref = Prefilter(pre.centroids)
+    ref.set_postings(np.arange(50), [cents[i] for i in range(50)])
+    shuffled = Prefilter(pre.centroids)
+    order = np.random.default_rng(3).permutation(50)
+    shuffled.set_postings(order, [np.concatenate([cents[i][::-1], cents[i][:1]]) for i in order])
+    for c in range(pre.num_centroids):
+        np.testing.assert_array_equal(shuffled.postings(c), ref.postings(c))
+    assert shuffled.num_postings == ref.num_postings
+    with pytest.raises(InvalidInputError, match="repeat"):
+        shuffled.set_postings(np.array([3, 1, 3]), [cents[0], cents[1], cents[2]])
 
 
 def test_incremental_add_and_discard_equal_a_rebuild(
