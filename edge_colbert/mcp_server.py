@@ -180,9 +180,9 @@ def _check_sdk() -> None:
     ``FastMCP``, renamed ``MCPServer`` in 2.0)."""
     try:
         import mcp.server.mcpserver  # noqa: F401
-    except ModuleNotFoundError as error:
+    except ModuleNotFoundError:
         raise MissingExtraError(
-            f"the MCP server needs the mcp SDK 2.x (no module {error.name!r}); install it with "
+            "the MCP server needs the mcp SDK 2.x, which is not installed; install it with "
             'pip install -U "edge-colbert[mcp]"'
         ) from None
 
