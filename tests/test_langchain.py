@@ -245,3 +245,26 @@ def test_store_on_readonly_index_refuses_writes(corpus_index: Path, encoder: Enc
             store.delete(["wal"])
         assert len(index) == len(CORPUS)
         assert store.as_retriever(search_kwargs={"k": 1}).invoke("crash")[0].id == "wal"
+
+
+async def test_store_async_writes_and_searches_at_once(encoder: Encoder, tmp_path: Path) -> None:
+    """aadd_documents and asimilarity_search run in LangChain's executor threads on one
+    index at the same time: writes are serialized, searches see whole batches."""
+    store = EdgeColbertVectorStore(tmp_path / "s.db", encoder=encoder)
+    batches = [
+        [
+            Document(page_content=f"note {b}-{i} about topic {b}", metadata={"b": b})
+            for i in range(3)
+        ]
+        for b in range(6)
+    ]
+    writes = [store.aadd_documents(batch) for batch in batches]
+    reads = [store.asimilarity_search("topic", k=50) for _ in range(6)]
+    results = await asyncio.gather(*writes, *reads)
+    assert len(store.index) == 18
+    assert all(len(ids) == 3 for ids in results[:6])
+    for found in results[6:]:
+        per_batch: dict[int, int] = {}
+        for doc in found:
+            per_batch[doc.metadata["b"]] = per_batch.get(doc.metadata["b"], 0) + 1
+        assert set(per_batch.values()) <= {3}, per_batch  # a batch is all there or not at all
