@@ -47,9 +47,9 @@ CHECK_SECONDS = 2.0
 MAX_SCHEMA_ROWS = 200
 # Size budget of any one value read while validating (the SQL of one schema object).
 MAX_CHECK_VALUE_BYTES = 1 << 20
-# Meta holds a dozen short keys; more (or longer) means a crafted file.
+# Meta holds a dozen short keys; more means a crafted file (a longer value than the size
+# budget is refused by SQLite itself).
 MAX_META_ROWS = 1000
-MAX_META_VALUE_BYTES = 16 << 20
 
 # The schemas earlier versions wrote, frozen: files of those versions are still opened
 # (and migrated), so what they hold must stay recognizable whatever the current schema is.
@@ -234,6 +234,8 @@ def check_file(path: Path, *, seconds: float = CHECK_SECONDS) -> None:
         with time_budget(conn, seconds):
             harden(conn)
             _check(conn, path)
+    except sqlite3.DataError as error:  # a value over the size budget: "too big"
+        raise _refuse(path, f"holds a value over {MAX_CHECK_VALUE_BYTES >> 20} MiB") from error
     except sqlite3.OperationalError as error:
         if "interrupted" in str(error):
             raise IndexFileError(
@@ -280,12 +282,6 @@ def _check(conn: sqlite3.Connection, path: Path) -> None:
     ).fetchone()
     if meta_count > MAX_META_ROWS:
         raise _refuse(path, f"has more than {MAX_META_ROWS} meta rows")
-    found = conn.execute(
-        "SELECT key FROM meta WHERE length(CAST(value AS BLOB)) > ? LIMIT 1",
-        (MAX_META_VALUE_BYTES,),
-    ).fetchone()
-    if found is not None:
-        raise _refuse(path, f"has a meta value over {MAX_META_VALUE_BYTES >> 20} MiB")
     app = conn.execute("SELECT value FROM meta WHERE key = 'app'").fetchone()
     if app is None or app[0] != schema.APP:
         names = ", ".join(sorted(n for k, n, _, _ in rows if k == "table"))
@@ -299,6 +295,7 @@ def _check(conn: sqlite3.Connection, path: Path) -> None:
         if name in known:
             raise _refuse(path, f"defines the {kind} {name!r} otherwise than edge-colbert does")
         raise _refuse(path, f"holds the {kind} {name!r} (on {table!r}) of someone else")
+    _check_meta(conn, path)
     version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if version is None or str(version[0]) != str(schema.SCHEMA_VERSION):
         return  # older (each object known above) or unreadable: schema_version() says
@@ -312,6 +309,36 @@ def _check(conn: sqlite3.Connection, path: Path) -> None:
             f"does not hold the schema version {schema.SCHEMA_VERSION} writes "
             f"(missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(extra) or 'none'})",
         )
+
+
+# Meta keys holding counts or marks: non-negative integers that fit SQLite (with room to
+# add to them), when present.
+_COUNT_KEYS = ("rowid_high", "tokens", "trained_on_tokens", "centroid_version")
+MAX_COUNT = 2**62
+
+
+def _check_meta(conn: sqlite3.Connection, path: Path) -> None:
+    """The meta values everything else trusts: ``dim`` and the counts, as integers in range
+    (``rowid_high`` 2**63-1 made the next insert overflow)."""
+    meta = {str(k): v for k, v in conn.execute("SELECT key, value FROM meta")}
+    dim = meta.get(schema.META_DIM)
+    if not _integer_in(dim, 1, 8192):
+        raise IndexFileError(
+            f"{path} records the vector dimension {dim!r}, not a number from 1 to 8192: the "
+            "file is damaged or was crafted. Re-index into a new file."
+        )
+    for key in _COUNT_KEYS:
+        if key in meta and not _integer_in(meta[key], 0, MAX_COUNT):
+            raise IndexFileError(
+                f"{path} records {key} = {str(meta[key])[:40]!r}, not a count from 0 to "
+                f"{MAX_COUNT}: the file is damaged or was crafted. Run `edge-colbert repair "
+                f"{path}` or re-index into a new file."
+            )
+
+
+def _integer_in(value: object, low: int, high: int) -> bool:
+    text = str(value) if isinstance(value, (str, int)) else ""
+    return text.isascii() and text.isdigit() and len(text) < 20 and low <= int(text) <= high
 
 
 def _stat(row: SchemaRow) -> bool:

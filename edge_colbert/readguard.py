@@ -17,7 +17,11 @@ import inspect
 import sqlite3
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Any, TypeVar
+
+import numpy as np
 
 from edge_colbert.errors import EdgeColbertError, IndexFileError
 
@@ -37,7 +41,9 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 # Methods that are not reads of stored data, or whose callers' own code runs inside them.
-_UNGUARDED = frozenset({"transaction", "snapshot", "close", "check_writable", "check_model"})
+_UNGUARDED = frozenset({"transaction", "close", "check_writable", "check_model"})
+# Context managers whose own statements (BEGIN, COMMIT) read the file.
+_CONTEXTS = frozenset({"snapshot"})
 
 _T = TypeVar("_T")
 
@@ -81,8 +87,66 @@ def _maps(error: BaseException) -> bool:
     return isinstance(error, READ_ERRORS)
 
 
+def _check_centroids(store: Any, result: Any) -> None:
+    """The stored centroids: a whole number of finite ``dim``-d float32 vectors."""
+    if result is None:
+        return
+    blob = result[1]
+    width = 4 * int(store.dim)
+    if not blob or len(blob) % width:
+        raise BadRowError(
+            "centroids", 0, f"{len(blob)} bytes, not a whole number of {width}-byte vectors"
+        )
+    if not np.isfinite(np.frombuffer(blob, dtype=np.float32)).all():
+        raise BadRowError("centroids", 0, "the centroids hold NaN or infinity")
+
+
+# Checks of a method's result, where a bad value would fail later, far from the file.
+_RESULT_CHECKS: dict[str, Callable[[Any, Any], None]] = {"centroids": _check_centroids}
+
+
+class _MappedContext:
+    """A context manager whose own enter and exit map stored-data errors (a failed
+    ``COMMIT`` of a read transaction on a damaged page)."""
+
+    def __init__(self, inner: AbstractContextManager[Any], path: Any, what: str) -> None:
+        self._inner = inner
+        self._path = path
+        self._what = what
+
+    def __enter__(self) -> Any:
+        try:
+            return self._inner.__enter__()
+        except BaseException as error:
+            if not _maps(error):
+                raise
+            raise stored_data_error(self._path, self._what, error) from error
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> bool | None:
+        try:
+            return self._inner.__exit__(kind, error, trace)
+        except BaseException as raised:
+            if raised is error or not _maps(raised):
+                raise
+            if error is not None:
+                return False  # the error already on its way says it; keep it
+            raise stored_data_error(self._path, self._what, raised) from raised
+
+
 def _guard(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     what = name.strip("_").replace("_", " ")
+    if name in _CONTEXTS:
+
+        @functools.wraps(method)
+        def context(self: Any, *args: Any, **kwargs: Any) -> _MappedContext:
+            return _MappedContext(method(self, *args, **kwargs), self.path, f"in {what}")
+
+        return context
     if inspect.isgeneratorfunction(method):
 
         @functools.wraps(method)
@@ -96,10 +160,15 @@ def _guard(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
 
         return generator
 
+    check = _RESULT_CHECKS.get(name)
+
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return method(self, *args, **kwargs)
+            result = method(self, *args, **kwargs)
+            if check is not None:
+                check(self, result)
+            return result
         except BaseException as error:
             if not _maps(error):
                 raise
