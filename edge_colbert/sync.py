@@ -221,7 +221,10 @@ class FolderSync:
         earlier command line is kept while it exists and no exclude glob drops it."""
         self.stored = stored_files(self.index)
         kept: set[str] = set()
-        for found in list(walk(paths, self.rules, self._skipped)):
+        found_files = list(walk(paths, self.rules, self._skipped))
+        for number, found in enumerate(found_files, start=1):
+            if self.bar is not None:  # the bar counts encoded chunks; files read show here
+                self.bar.set_description_str(f"file {number}/{len(found_files)}", refresh=False)
             key = self.file(found)
             if key is not None:
                 kept.add(key)
@@ -313,7 +316,6 @@ class FolderSync:
         else:
             self.report.unchanged += 1  # same chunks: at most their metadata moved
         return text_key
-
 
     def _chunks(
         self, path: Path, key: str, base: dict[str, Any], old: StoredFile | None

@@ -300,3 +300,44 @@ def test_ls_lists_files_with_chunk_counts(
         out.splitlines()[-1]
         == f"2 files, {rows[0]['chunks'] + 1} chunks (columns: chunks, modified, indexed, path)"
     )
+
+
+def test_hit_locations_name_the_line_page_slide_or_chapter_and_heading() -> None:
+    from edge_colbert.files_cli import hit_location
+
+    assert hit_location({"path": "/a.md", "line": 42, "heading": "Install > Pip"}) == (
+        ":42  (Install > Pip)"
+    )
+    assert hit_location({"page": 3, "line": 1}) == ":3"
+    assert hit_location({"slide": 2, "heading": "Risks"}) == ":2  (Risks)"
+    assert hit_location({"chapter": 4}) == ":ch4"
+    assert hit_location({"topic": "api"}) == ""
+    assert hit_location({"line": True}) == ""
+
+
+def test_threads_sets_the_encoder_threads(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edge_colbert import files_cli
+
+    made: list[int | None] = []
+    real = files_cli._encoder
+
+    def spy(args: Any) -> Encoder:
+        made.append(args.threads)
+        return real(args)
+
+    monkeypatch.setattr(files_cli, "_encoder", spy)
+    (tmp_path / "a.md").write_text("Threads test.", encoding="utf-8")
+    code, _, err = run_cli(
+        capsys, tiny_model_dir, "index", tmp_path / "x.db", tmp_path / "a.md", "--threads", "1"
+    )
+    assert code == 0, err
+    assert made == [1]
+    code, _, err = run_cli(
+        capsys, tiny_model_dir, "index", tmp_path / "x.db", tmp_path, "--threads", "0"
+    )
+    assert code == 2 and "--threads: must be at least 1, got 0" in err
