@@ -26,8 +26,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.eval_scifact import DEFAULT_SCIFACT, evaluate, load_dataset
-from export.calibration_text import pseudo_queries
-from export.reduce import (
+from edge_colbert_export.calibration_text import pseudo_queries
+from edge_colbert_export.reduce import (
     DEFAULT_STDLIB_PASSAGES,
     default_calibration_texts,
     fit_projection,

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 PROG = "edge-colbert"
 # The export step's package; imported only when the `export` command runs. Its dependency
 # list is the `export` extra in pyproject.toml, read back from the package metadata.
-EXPORT_PACKAGE = "export"
+EXPORT_PACKAGE = "edge_colbert_export"
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -391,8 +391,8 @@ def _run_export(args: argparse.Namespace) -> int:
             return 2
         if package_missing:
             raise EdgeColbertError(
-                f"the export step is not installed ({error}); install edge-colbert from a "
-                "checkout with pip install -e '.[export]'"
+                f"the export step is not installed ({error}); reinstall edge-colbert: "
+                'pip install --force-reinstall "edge-colbert[export]"'
             ) from error
         raise
 

@@ -43,18 +43,30 @@ Vectors = npt.NDArray[np.float32]
 MAX_SCAN_CHARS = 1 << 20
 
 DEFAULT_MODEL_NAME = "all-minilm-l6-v2-colbert-64"
+# The package that the top-level models/ folder installs as (pyproject.toml).
+BUNDLED_MODELS_PACKAGE = "edge_colbert.models"
 MODEL_ENV = "EDGE_COLBERT_MODEL"
 
 
 def default_model_dir() -> Path:
-    """The model used by ``Encoder()``: ``$EDGE_COLBERT_MODEL``, else the bundled folder."""
+    """The model used by ``Encoder()``: ``$EDGE_COLBERT_MODEL``, else the bundled folder.
+
+    The bundled folder is a resource of ``edge_colbert.models`` (the top-level ``models/``,
+    installed under that name by a wheel and an editable install alike), found through
+    ``importlib.resources``. Thread-safe.
+    """
     if os.environ.get(MODEL_ENV):
         return Path(os.environ[MODEL_ENV])
-    package = Path(__file__).resolve().parent
-    # Installed, models/ ships as edge_colbert/models; in a checkout it is ../models.
-    for root in (package / "models", package.parent / "models"):
-        if (root / DEFAULT_MODEL_NAME).is_dir():
-            return root / DEFAULT_MODEL_NAME
+    from importlib import resources  # only Encoder() without a folder needs it
+
+    try:
+        bundled = resources.files(BUNDLED_MODELS_PACKAGE) / DEFAULT_MODEL_NAME
+    except ModuleNotFoundError:
+        bundled = None
+    # onnxruntime and tokenizers open files by path, so the resource must be a folder on
+    # disk (as pip installs it), not one inside a zip archive.
+    if isinstance(bundled, Path) and bundled.is_dir():
+        return bundled
     raise ModelFolderError(
         f"the bundled default model {DEFAULT_MODEL_NAME!r} is not installed; pass a model "
         f"folder (Encoder('models/<name>')), set {MODEL_ENV}, or make one with "

@@ -1,9 +1,9 @@
-"""``python -m export CHECKPOINT OUTDIR ...``: the same as ``edge-colbert export``."""
+"""``python -m edge_colbert_export CHECKPOINT OUTDIR ...``: the same as ``edge-colbert export``."""
 
 from __future__ import annotations
 
 import sys
 
-from export.cli import main
+from .cli import main
 
 sys.exit(main())

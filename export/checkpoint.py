@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from edge_colbert.errors import ExportError
-from export.head import DenseLayer, dense_from_weight, load_dense_folder
-from export.settings import (
+
+from .head import DenseLayer, dense_from_weight, load_dense_folder
+from .settings import (
     Settings,
     marker_for,
     mask_token_id,

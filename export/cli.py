@@ -1,4 +1,4 @@
-"""``edge-colbert export CHECKPOINT OUTDIR [options]`` (also ``python -m export``)."""
+"""``edge-colbert export CHECKPOINT OUTDIR [options]`` (also ``python -m edge_colbert_export``)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     # onnxruntime.quantization logs every tensor at INFO on the root logger.
     logging.getLogger().setLevel(logging.WARNING)
-    logging.getLogger("export").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    level = logging.WARNING if args.quiet else logging.INFO
+    logging.getLogger("edge_colbert_export").setLevel(level)
     expansion = True if args.query_expansion else False if args.no_query_expansion else None
     overrides = {
         "query_prefix": "" if args.query_marker == "none" else args.query_marker,

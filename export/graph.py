@@ -18,7 +18,8 @@ import onnx
 import torch
 
 from edge_colbert.errors import ExportError
-from export.reference import ColbertModule
+
+from .reference import ColbertModule
 
 logger = logging.getLogger(__name__)
 

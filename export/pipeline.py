@@ -18,12 +18,13 @@ import numpy as np
 
 from edge_colbert.errors import ExportError
 from edge_colbert.manifest import Manifest, checksum_files, write_manifest
-from export import graph
-from export.checkpoint import Checkpoint, load_checkpoint
-from export.head import fold_projection, slice_matryoshka
-from export.recipes import find_recipe
-from export.reference import FOUR_D_MASK_FAMILIES, build_module, encode, prepare
-from export.verify import check_graph
+
+from . import graph
+from .checkpoint import Checkpoint, load_checkpoint
+from .head import fold_projection, slice_matryoshka
+from .recipes import find_recipe
+from .reference import FOUR_D_MASK_FAMILIES, build_module, encode, prepare
+from .verify import check_graph
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
 def calibration_texts(calibration: str | Path | None) -> tuple[list[str], list[str]]:
     """(queries, documents) for fitting a projection: a file of passages, one per
     paragraph (first sentence doubles as a query), or the built-in set."""
-    from export.reduce import default_calibration_texts
+    from .reduce import default_calibration_texts
 
     if calibration is None:
         return default_calibration_texts()
@@ -88,7 +89,7 @@ def apply_dim_policy(
     if wanted in (recipe.get("matryoshka_dims") or []) and ckpt.head:
         slice_matryoshka(ckpt.head, wanted)
         return wanted, "matryoshka"
-    from export.reduce import fit_projection
+    from .reduce import fit_projection
 
     queries, docs = calibration_texts(calibration)
     module = build_module(ckpt)
@@ -102,7 +103,7 @@ def apply_dim_policy(
 
 def _sample_texts() -> tuple[list[str], list[str]]:
     """Queries and documents for the checks: a slice of the calibration set."""
-    from export.reduce import default_calibration_texts
+    from .reduce import default_calibration_texts
 
     queries, docs = default_calibration_texts()
     return queries[:8], docs[:12]

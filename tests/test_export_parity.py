@@ -35,8 +35,8 @@ import export_fixtures as fx  # noqa: E402
 from edge_colbert.encoder import Encoder  # noqa: E402
 from edge_colbert.errors import ExportError  # noqa: E402
 from edge_colbert.manifest import load_manifest  # noqa: E402
-from export import export_model  # noqa: E402
-from export.verify import maxsim, ranking_kept, token_cosines  # noqa: E402
+from edge_colbert_export import export_model  # noqa: E402
+from edge_colbert_export.verify import maxsim, ranking_kept, token_cosines  # noqa: E402
 
 pytestmark = pytest.mark.export
 logging.getLogger("onnxruntime").setLevel(logging.WARNING)

@@ -24,8 +24,8 @@ import export_fixtures as fx  # noqa: E402
 
 from edge_colbert.encoder import Encoder  # noqa: E402
 from edge_colbert.manifest import load_manifest  # noqa: E402
-from export import export_model, main  # noqa: E402
-from export.verify import maxsim  # noqa: E402
+from edge_colbert_export import export_model, main  # noqa: E402
+from edge_colbert_export.verify import maxsim  # noqa: E402
 
 pytestmark = [pytest.mark.export, pytest.mark.slow]
 COGNITION = Path(cognition.__file__).resolve().parent / "model"

@@ -24,8 +24,8 @@ from benchmarks.eval_scifact import (  # noqa: E402
     top_k_run,
 )
 from edge_colbert.errors import InvalidInputError  # noqa: E402
-from export.calibration_text import pseudo_queries, stdlib_passages  # noqa: E402
-from export.reduce import (  # noqa: E402
+from edge_colbert_export.calibration_text import pseudo_queries, stdlib_passages  # noqa: E402
+from edge_colbert_export.reduce import (  # noqa: E402
     default_calibration_texts,
     fit_projection,
     pca_projection,
