@@ -96,7 +96,7 @@ def test_search_returns_hits_with_passage_highlights_and_metadata(
     assert top["rank"] == 1 and isinstance(top["score"], float)
     assert top["path"] == top["metadata"]["path"]
     assert top["file_url"] == Path(top["path"]).as_uri()
-    assert top["location"] == "line 5"
+    assert top["location"] == top["place"] == "line 5" and top["heading"] is None
     assert 0 <= top["passage"]["start"] < top["passage"]["end"] <= len(top["text"])
     marked = [top["text"][s["start"] : s["end"]] for s in top["highlights"]]
     assert "bread" in marked and "milk" in marked, marked  # query words in the text

@@ -71,7 +71,9 @@ def notes_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         path.write_text(text + "\n", encoding="utf-8")
         texts.append(text)
         ids.append(f"{path}#0")
-        metas.append({"path": str(path), "chunk": 0, "line": 1})
+        metas.append(
+            {"path": str(path), "chunk": 0, "line": 1, "heading": f"Notes > {path.stem.title()}"}
+        )
     db = folder / "notes.db"
     with Index(db) as index:
         index.add(texts, ids=ids, metadata=metas)
@@ -125,6 +127,7 @@ def test_typing_a_query_shows_ranked_highlighted_results(
     assert top.locator(".title").inner_text() == "volcanoes.md"
     assert top.locator("a.title").get_attribute("href").startswith("file:///")
     assert top.locator(".loc").inner_text() == "line 1"
+    assert top.locator(".heading").inner_text() == "Notes › Volcanoes"
     marked = [text.lower() for text in top.locator("mark").all_inner_texts()]
     assert any("volcano" in text or "erupt" in text for text in marked), marked
     # The highlights are the passage's own words, in order, not markup from the text.

@@ -53,7 +53,9 @@ class SearchHit(BaseModel):
     highlights: list[Span] = Field(description="words of text that matched the query")
     metadata: dict[str, Any]
     path: str | None = Field(description="the file the chunk comes from, if any")
-    location: str | None = Field(description="page, slide, lines or heading in that file")
+    place: str | None = Field(description="page, slide, lines or chapter in that file")
+    heading: str | None = Field(description="the heading path above the chunk")
+    location: str | None = Field(description="place and heading, for a person")
     file_url: str | None = Field(description="file:// link to the file")
 
 
@@ -74,6 +76,8 @@ class DocumentResponse(BaseModel):
     text: str
     metadata: dict[str, Any]
     path: str | None
+    place: str | None
+    heading: str | None
     location: str | None
     file_url: str | None
 

@@ -25,7 +25,15 @@ if TYPE_CHECKING:
     from edge_colbert.encoder import Encoder
     from edge_colbert.index import Hit, Index
 
-__all__ = ["MAX_K", "MODES", "SearchService", "location_label", "parse_where"]
+__all__ = [
+    "MAX_K",
+    "MODES",
+    "SearchService",
+    "heading_label",
+    "location_label",
+    "parse_where",
+    "place_label",
+]
 
 # The search modes the API names; which of them the index serves is asked of Index.search.
 MODES: tuple[str, ...] = ("hybrid", "semantic", "keyword")
@@ -70,28 +78,45 @@ def _number(value: Any) -> int | None:
     return int(value) if value >= 0 else None
 
 
-def location_label(metadata: Mapping[str, Any]) -> str | None:
-    """Where in its file a chunk is, for a person: ``page 3``, ``slide 2``, ``lines 40-57``,
-    ``chapter 4``, then the heading path (``line 12 · Install > Linux``); None when the
-    metadata says nothing of it (text added through the Python API)."""
-    place = None
+def place_label(metadata: Mapping[str, Any]) -> str | None:
+    """Where in its file a chunk is: ``page 3``, ``slide 2``, ``lines 40-57``, ``line 12``
+    or ``chapter 4``; None when the metadata says nothing of it."""
     for key in ("page", "slide"):
         number = _number(metadata.get(key))
         if number is not None:
-            place = f"{key} {number}"
-            break
-    else:
-        line, last = _number(metadata.get("line")), _number(metadata.get("end_line"))
-        chapter = _number(metadata.get("chapter"))
-        if line is not None:
-            place = f"lines {line}-{last}" if last is not None and last > line else f"line {line}"
-        elif chapter is not None:
-            place = f"chapter {chapter}"
+            return f"{key} {number}"
+    line, last = _number(metadata.get("line")), _number(metadata.get("end_line"))
+    if line is not None:
+        return f"lines {line}-{last}" if last is not None and last > line else f"line {line}"
+    chapter = _number(metadata.get("chapter"))
+    return None if chapter is None else f"chapter {chapter}"
+
+
+def heading_label(metadata: Mapping[str, Any]) -> str | None:
+    """The chunk's heading path (``Install > Linux``), or None."""
     heading = metadata.get("heading")
     if isinstance(heading, list):  # a heading path given as its parts
         heading = " > ".join(str(part) for part in heading if part)
-    parts = [place, heading.strip() if isinstance(heading, str) else None]
+    return heading.strip() or None if isinstance(heading, str) else None
+
+
+def location_label(metadata: Mapping[str, Any]) -> str | None:
+    """Place and heading for a person: ``line 12 · Install > Linux``; None when the metadata
+    says nothing of either (text added through the Python API)."""
+    parts = [place_label(metadata), heading_label(metadata)]
     return " · ".join(part for part in parts if part) or None
+
+
+def _where(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The file fields of a hit or document: path, place, heading, location, file URL."""
+    path = metadata.get("path")
+    return {
+        "path": path if isinstance(path, str) else None,
+        "place": place_label(metadata),
+        "heading": heading_label(metadata),
+        "location": location_label(metadata),
+        "file_url": _file_url(path),
+    }
 
 
 def _file_url(path: Any) -> str | None:
@@ -194,7 +219,6 @@ class SearchService:
     @staticmethod
     def _hit(rank: int, hit: Hit, spans: Sequence[tuple[int, int]]) -> dict[str, Any]:
         start, end = best_passage(hit.text, spans)
-        path = hit.metadata.get("path")
         return {
             "rank": rank,
             "id": hit.id,
@@ -203,9 +227,7 @@ class SearchService:
             "passage": {"start": start, "end": end},
             "highlights": [{"start": a, "end": b} for a, b in spans],
             "metadata": hit.metadata,
-            "path": path if isinstance(path, str) else None,
-            "location": location_label(hit.metadata),
-            "file_url": _file_url(path),
+            **_where(hit.metadata),
         }
 
     # ----------------------------------------------------------- path prefixes
@@ -249,15 +271,7 @@ class SearchService:
         hit = self.index.get(doc_id)
         if hit is None:
             return None
-        path = hit.metadata.get("path")
-        return {
-            "id": hit.id,
-            "text": hit.text,
-            "metadata": hit.metadata,
-            "path": path if isinstance(path, str) else None,
-            "location": location_label(hit.metadata),
-            "file_url": _file_url(path),
-        }
+        return {"id": hit.id, "text": hit.text, "metadata": hit.metadata, **_where(hit.metadata)}
 
     def info(self) -> dict[str, Any]:
         """The index's figures, its file, and the search modes it serves."""
