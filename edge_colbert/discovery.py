@@ -73,6 +73,19 @@ class Rules:
             return True
         return any(_match(pattern, relative) for pattern in self.include)
 
+    def admits_folder(self, path: Path, root: Path) -> bool:
+        """Whether a walk of ``root`` would enter the folder ``path`` (names only)."""
+        try:
+            relative = path.relative_to(root)
+        except ValueError:
+            return False
+        parts = relative.parts
+        if any(part.startswith(".") or part in SKIPPED_DIRS for part in parts):
+            return False
+        if _is_venv(str(path)):
+            return False
+        return not parts or not self.excluded(relative.as_posix())
+
     def admits(self, path: Path, root: Path) -> bool:
         """Whether a walk of ``root`` would yield ``path`` (a file), judged from names only:
         what watch mode asks of each changed file."""
@@ -138,6 +151,14 @@ def walk(
             if real not in seen:
                 seen.add(real)
                 yield item
+
+
+def walk_folder(
+    folder: Path, root: Path, rules: Rules = DEFAULT_RULES, on_skip: OnSkip | None = None
+) -> Iterator[Found]:
+    """The files a walk of ``root`` finds inside its subfolder ``folder`` (a folder that
+    appeared under a watched root), globs matched from ``root``."""
+    return _walk(folder, root, rules, set(), on_skip)
 
 
 def _is_venv(folder: str) -> bool:

@@ -32,6 +32,7 @@ from edge_colbert.discovery import (
     Rules,
     check_paths,
     walk,
+    walk_folder,
 )
 from edge_colbert.extract import MAX_FILE_BYTES, FilesExtraMissingError, extract_sections
 from edge_colbert.validation import metadata_json
@@ -211,6 +212,7 @@ class FolderSync:
         self._deletes: list[str] = []
         self._updates: dict[str, dict[str, Any]] = {}
         self._file_encoded = False
+        self._seen: set[str] = set()  # keys of the files looked at in this run
         self._began = time.perf_counter()
 
     # ------------------------------------------------------------------ runs
@@ -220,18 +222,17 @@ class FolderSync:
         disk, no longer yielded by a walk, or now excluded; a file that was named on an
         earlier command line is kept while it exists and no exclude glob drops it."""
         self.stored = stored_files(self.index)
-        kept: set[str] = set()
+        self._seen = set()
         found_files = list(walk(paths, self.rules, self._skipped))
         for number, found in enumerate(found_files, start=1):
             if self.bar is not None:  # the bar counts encoded chunks; files read show here
                 self.bar.set_description_str(f"file {number}/{len(found_files)}", refresh=False)
-            key = self.file(found)
-            if key is not None:
-                kept.add(key)
+            self.file(found)
         if prune:
             roots = [(absolute(path), path) for path in paths]
             for key, old in self.stored.items():
-                if key not in kept and self._prunable(key, old, roots):
+                # A file seen this run is up to date, or was skipped and forgotten already.
+                if key not in self._seen and self._prunable(key, old, roots):
                     self.forget(key)
         self.flush()
         return self.report
@@ -258,8 +259,9 @@ class FolderSync:
             if root is None:
                 continue
             if path.is_dir():
-                for found in walk([path], self.rules, self._skipped):
-                    self.file(Found(found.path, root, FOLDER))
+                if path == root or self.rules.admits_folder(path, root):
+                    for found in walk_folder(path, root, self.rules, self._skipped):
+                        self.file(found)
             elif path.is_file():
                 if path == root or self.rules.admits(path, root):
                     self.file(Found(path, root, NAMED if path == root else FOLDER))
@@ -278,6 +280,7 @@ class FolderSync:
         self._file_encoded = False  # set when one of its chunks is queued for encoding
         if text_key in self.excluded:
             return None
+        self._seen.add(text_key)
         old = self.stored.get(text_key)
         try:
             info = found.path.stat()

@@ -154,6 +154,22 @@ def test_a_name_that_is_not_utf8_is_stored_with_its_bytes_and_the_rest_is_indexe
     assert set(files_of(db)) == {str(folder / "good.txt")}
 
 
+def test_a_file_that_becomes_unreadable_is_named_and_removed_once(
+    tmp_path: Path, index: Index, tiny_encoder: Encoder
+) -> None:
+    (tmp_path / "a.md").write_text("Readable for now.", encoding="utf-8")
+    (tmp_path / "b.md").write_text("Stays readable.", encoding="utf-8")
+    sync_files(index, tiny_encoder, [tmp_path])
+    (tmp_path / "a.md").write_bytes(b"\x00\x01binary now")
+    skipped: list[tuple[Path, str]] = []
+    report = sync_files(
+        index, tiny_encoder, [tmp_path], on_skip=lambda p, r: skipped.append((p, r))
+    )
+    assert (report.skipped, report.removed, report.unchanged) == (1, 1, 1)
+    assert skipped == [(tmp_path / "a.md", "binary file (holds NUL bytes), not text")]
+    assert [Path(p).name for p in stored_files(index)] == ["b.md"]
+
+
 def test_default_ignores_excludes_includes_and_twins(tmp_path: Path, tiny_encoder: Encoder) -> None:
     root = tmp_path / "docs"
     for rel in (

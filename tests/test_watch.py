@@ -117,6 +117,14 @@ def test_created_modified_renamed_and_deleted_files_are_followed(
     (outside / "deep" / "moved.md").write_text("Moved in with its folder.", encoding="utf-8")
     outside.rename(folder / "incoming")
     wait_for(db, lambda seen: "moved.md" in seen)
+    # A hidden folder moved in is not walked, as `index` would not walk it.
+    hidden = folder.parent / "cache"
+    hidden.mkdir()
+    (hidden / "secret.md").write_text("Not to be indexed.", encoding="utf-8")
+    hidden.rename(folder / ".cache")
+    (folder / "last.md").write_text("The last note.", encoding="utf-8")
+    seen = wait_for(db, lambda seen: "last.md" in seen)
+    assert "secret.md" not in seen
 
 
 def test_an_editors_save_by_rename_ends_as_one_updated_document(
