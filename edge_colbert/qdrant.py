@@ -414,9 +414,8 @@ def push(
             return _push(
                 index_or_path, client, collection, batch_size, vectors, index_metadata, progress
             )
-    with Index(Path(index_or_path), readonly=True) as index:
-        with _talking_to(client, collection):
-            return _push(index, client, collection, batch_size, vectors, index_metadata, progress)
+    with Index(Path(index_or_path), readonly=True) as index, _talking_to(client, collection):
+        return _push(index, client, collection, batch_size, vectors, index_metadata, progress)
 
 
 def _push(
@@ -432,13 +431,15 @@ def _push(
     model, dim = store.model_identity, store.dim
     state = _ensure_collection(client, collection, dim, model, storage)
     source = _source_of(index)
-    same_file = state.get("source") == source
+    stored = _stored_points(client, collection)
+    # Rowids are trusted only for points pushed from this very file; an empty collection has
+    # nothing to compare.
+    same_file = state.get("source") == source or not stored
     # Record the source before sending anything: an interrupted push then resumes by rowid.
     client.update_collection(
         collection, metadata={STATE_KEY: {"model": model, "dim": dim, "source": source}}
     )
     rowid_of = store.rowids_of(list(store.ids()))
-    stored = _stored_points(client, collection)
     wanted = {point_id(doc_id): rowid for doc_id, rowid in rowid_of.items()}
     if same_file:
         todo = sorted(r for pid, r in wanted.items() if stored.get(pid, (-1, ""))[0] != r)

@@ -79,6 +79,12 @@ def index(tmp_path: Path, tiny_encoder: Encoder) -> Index:
     return idx
 
 
+def _exact(index: Index, query: str, k: int, where: dict[str, Any] | None = None) -> list[Any]:
+    """The index's exhaustive MaxSim top-k (semantic only: no full-text fusion)."""
+    vectors = index.encoder.encode_queries([query])[0]
+    return index.search_vectors(vectors, k, where=where, exhaustive=True)
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -132,7 +138,7 @@ def test_search_matches_the_index_with_filters(index: Index, tiny_encoder: Encod
     ]
     for where in filters:
         for query in ("river stone", "music garden light"):
-            want = index.search(query, k=7, where=where, exhaustive=True)
+            want = _exact(index, query, 7, where)
             got = search(client, "docs", tiny_encoder, query, k=7, where=where)
             assert [h.id for h in got] == [h.id for h in want], where
             np.testing.assert_allclose([h.score for h in got], [h.score for h in want], rtol=1e-5)
@@ -200,7 +206,7 @@ def test_int8_collection_uses_scalar_quantization(index: Index, tiny_encoder: En
     params = client.get_collection("q8").config.params.vectors[VECTOR_NAME]  # type: ignore[index]
     assert params.quantization_config.scalar.type == models.ScalarType.INT8
     # local mode scores the float32 originals, so the ranking is the index's
-    want = index.search("river stone", k=5, exhaustive=True)
+    want = _exact(index, "river stone", 5)
     assert [h.id for h in search(client, "q8", tiny_encoder, "river stone", k=5)] == [
         h.id for h in want
     ]
@@ -239,6 +245,27 @@ def test_collection_of_another_size_or_comparator_is_refused(index: Index) -> No
         push(index, client, "unnamed")
     assert _digest(index.path) == before
     assert client.count("wide").count == 0
+
+
+def test_an_empty_collection_made_by_hand_is_filled(index: Index, tiny_encoder: Encoder) -> None:
+    """A collection created beforehand with the right vectors (and any HNSW, sharding or
+    replication settings a server needs) is taken as it is."""
+    client = QdrantClient(":memory:")
+    multi = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+    client.create_collection(
+        "mine",
+        vectors_config={
+            VECTOR_NAME: models.VectorParams(
+                size=index.store.dim,
+                distance=models.Distance.DOT,
+                multivector_config=multi,
+                hnsw_config=models.HnswConfigDiff(m=0),
+            )
+        },
+    )
+    assert push(index, client, "mine").upserted == 40
+    want = [h.id for h in _exact(index, "cloud paper", 5)]
+    assert [h.id for h in search(client, "mine", tiny_encoder, "cloud paper", k=5)] == want
 
 
 def test_foreign_points_and_another_model_are_refused(
@@ -365,7 +392,7 @@ def test_scifact_subset_top10_matches_exhaustive_maxsim(tmp_path: Path) -> None:
     push(idx, client, "scifact")
     overlaps = []
     for query in queries:
-        want = {h.id for h in idx.search(query, k=10, exhaustive=True)}
+        want = {h.id for h in _exact(idx, query, 10)}
         got = {h.id for h in search(client, "scifact", encoder, query, k=10)}
         overlaps.append(len(want & got) / 10)
     assert float(np.mean(overlaps)) >= 0.99

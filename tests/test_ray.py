@@ -112,7 +112,8 @@ def test_index_shards_and_qdrant(
         metadata=[{"part": r["part"]} for r in rows],
     )
     for where in (None, {"part": 1}):
-        want = [h.id for h in reference.search("river stone", k=5, where=where, exhaustive=True)]
+        vectors = tiny_encoder.encode_queries(["river stone"])[0]
+        want = [h.id for h in reference.search_vectors(vectors, 5, where=where, exhaustive=True)]
         got = [h.id for h in search(client, "ray", tiny_encoder, "river stone", k=5, where=where)]
         assert got == want
 
