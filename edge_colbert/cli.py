@@ -40,6 +40,7 @@ Command = Callable[[argparse.Namespace], int]
 # only when its command runs.
 COMMAND_MODULES: tuple[str, ...] = (
     "edge_colbert.server.command",
+    "edge_colbert.push_cli",
     "edge_colbert.files_cli",
 )
 
