@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the chunks of files that are gone from PATH instead of removing them",
     )
+    index.add_argument(
+        "--pool-factor",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="store about 1/N of each chunk's token vectors (Ward token pooling); recorded "
+        "when DB is created (default 1: none)",
+    )
     add_folder_options(index)
     index.set_defaults(func=_run_index)
 
@@ -126,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--exhaustive",
         action="store_true",
         help="score every chunk exactly instead of using the centroid prefilter",
+    )
+    search.add_argument(
+        "--mode",
+        choices=["hybrid", "semantic", "keyword"],
+        default="hybrid",
+        help="hybrid (default): keyword (BM25) and MaxSim scores fused; semantic: MaxSim "
+        'alone; keyword: BM25 alone, no model loaded ("exact phrase" in double quotes)',
     )
     search.set_defaults(func=_run_search)
 
@@ -206,10 +221,12 @@ def _encoder(args: argparse.Namespace) -> Encoder:
     return Encoder(args.model)
 
 
-def _open_index(path: Path, encoder: Encoder | None, *, readonly: bool) -> Index:
+def _open_index(
+    path: Path, encoder: Encoder | None, *, readonly: bool, pool_factor: int | None = None
+) -> Index:
     from edge_colbert.index import Index
 
-    return Index(path, encoder=encoder, readonly=readonly)
+    return Index(path, encoder=encoder, readonly=readonly, pool_factor=pool_factor)
 
 
 def display_path(path: str) -> str:
@@ -255,18 +272,31 @@ def _run_search(args: argparse.Namespace) -> int:
     if not args.query.strip():
         raise InvalidInputError("the query is empty; give some words to search for")
     where = _parse_where(args.where)
-    encoder = _encoder(args)
+    # Keyword mode reads the full-text index alone: no model is loaded.
+    encoder = None if args.mode == "keyword" else _encoder(args)
     with _open_index(path, encoder, readonly=True) as index:
-        # Encoded once, for the search and for marking the matched words.
-        (vectors,) = encoder.encode_queries([args.query])
-        hits = index.search_vectors(vectors, args.k, where=where, exhaustive=args.exhaustive)
-    spans = match_spans(encoder, args.query, [hit.text for hit in hits], query_vectors=vectors)
+        if encoder is None:
+            hits = index.search(args.query, args.k, where=where, mode="keyword")
+        else:
+            (vectors,) = encoder.encode_queries([args.query])
+            hits = index.search_vectors(
+                vectors,
+                args.k,
+                where=where,
+                exhaustive=args.exhaustive,
+                query=args.query,
+                mode=args.mode,
+            )
+    spans = match_spans(encoder, args.query, [hit.text for hit in hits])
     if args.json:
         results = [
             {
                 "rank": rank,
                 "id": hit.id,
                 "score": round(float(hit.score), 4),
+                # BM25 (null: not among the keyword hits) and MaxSim (null: not computed).
+                "lexical": None if hit.lexical is None else round(hit.lexical, 4),
+                "semantic": None if hit.semantic is None else round(hit.semantic, 4),
                 "text": hit.text,
                 "metadata": hit.metadata,
                 "matches": [{"start": a, "end": b, "text": hit.text[a:b]} for a, b in found],

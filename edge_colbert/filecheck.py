@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -34,9 +36,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edge_colbert import schema
-from edge_colbert.errors import IndexFileError
+from edge_colbert.errors import EdgeColbertError, IndexFileError, StorageFullError
 
-__all__ = ["CHECK_SECONDS", "MAX_SCHEMA_ROWS", "check_file", "harden", "time_budget"]
+__all__ = [
+    "CHECK_SECONDS",
+    "MAX_SCHEMA_ROWS",
+    "check_file",
+    "harden",
+    "missing_folder",
+    "open_error",
+    "read_only_media",
+    "remove_new_file",
+    "time_budget",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +240,9 @@ def check_file(path: Path, *, seconds: float = CHECK_SECONDS) -> None:
     try:
         conn = sqlite3.connect(schema.sqlite_uri(path, "ro"), uri=True, isolation_level=None)
     except sqlite3.Error as error:
-        raise IndexFileError(f"{path} cannot be opened read-only ({error}).") from error
+        raise open_error(path, error, readonly=True) or IndexFileError(
+            f"{path} cannot be opened read-only ({error})."
+        ) from error
     try:
         limit_value_bytes(conn, MAX_CHECK_VALUE_BYTES)
         with time_budget(conn, seconds):
@@ -242,11 +256,88 @@ def check_file(path: Path, *, seconds: float = CHECK_SECONDS) -> None:
                 f"{path}: checking the file took longer than {seconds:g} s, which an "
                 "edge-colbert index never does; it was refused and left untouched."
             ) from error
-        raise _damaged(path, error) from error
+        raise open_error(path, error, readonly=True) or _damaged(path, error) from error
     except sqlite3.Error as error:
         raise _damaged(path, error) from error
     finally:
         conn.close()
+
+
+def read_only_media(path: Path) -> bool:
+    """Whether ``path`` sits on read-only media (a read-only file system, or a folder this
+    process cannot write) with no write-ahead log left to replay.
+
+    SQLite cannot open a WAL database there at all, even read-only: it needs to create the
+    ``-shm`` file. Such a file, cleanly closed (its ``-wal`` absent or empty), cannot change
+    under us, so it is opened ``immutable=1``: no locks, no ``-shm``.
+    """
+    folder = path.resolve().parent
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+    if not read_only and os.access(folder, os.W_OK):
+        return False
+    wal = Path(str(path) + "-wal")
+    return not wal.exists() or wal.stat().st_size == 0
+
+
+def missing_folder(path: Path) -> IndexFileError:
+    """The error for an index path whose folder does not exist (it is not created: a typo in
+    a path must not scatter folders)."""
+    return IndexFileError(
+        f"the folder {path.parent} does not exist, so {path.name} cannot be created in it; "
+        f"create the folder first (mkdir -p {path.parent}) or pick another path."
+    )
+
+
+def remove_new_file(path: Path) -> None:
+    """Remove an index file this process has just created, with its ``-wal``, ``-shm`` and
+    ``-journal``, after creating it failed (a full disk left a 0-byte file behind)."""
+    for suffix in ("-wal", "-shm", "-journal", ""):
+        try:
+            Path(str(path) + suffix).unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as error:  # read-only media: nothing was created there anyway
+            logger.debug("could not remove %s%s: %s", path, suffix, error)
+
+
+def open_error(path: Path, error: sqlite3.Error, *, readonly: bool) -> EdgeColbertError | None:
+    """The error for SQLite failing to open, read or write the file itself (permissions,
+    read-only media, a full or failing disk), or None for any other error.
+
+    These used to read "not a SQLite database or damaged", which could make a person delete
+    a good index.
+    """
+    text = str(error).lower()
+    if "disk i/o error" in text or "database or disk is full" in text:
+        try:
+            free = shutil.disk_usage(path.resolve().parent).free
+        except OSError:
+            free = -1
+        if 0 <= free < 64 << 20 or "full" in text:
+            return StorageFullError(
+                f"{path}: the disk is full ({free / 1e6:.1f} MB free); nothing was changed. "
+                "Free disk space and try again."
+            )
+        return IndexFileError(
+            f"{path}: the disk reported an I/O error (SQLite: {error}); the disk may be "
+            "failing or was removed. Check it, then run `edge-colbert check` on the index."
+        )
+    if "unable to open database file" in text or "readonly" in text or "read-only" in text:
+        if readonly:
+            return IndexFileError(
+                f"{path} cannot be opened: its folder is not readable, or it lies on read-only "
+                f"media with an unfinished write-ahead log ({path}-wal). Open it once where it "
+                "can be written, or copy the folder to a writable place."
+            )
+        return IndexFileError(
+            f"{path} cannot be written: the file, its folder or the file system is read-only "
+            f"(SQLite: {error}). Open it with readonly=True (CLI: search and info) to search "
+            "it, or copy it to a writable folder to change it."
+        )
+    return None
 
 
 def _damaged(path: Path, error: sqlite3.Error) -> IndexFileError:

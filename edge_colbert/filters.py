@@ -10,13 +10,14 @@ matches ``"1"`` or ``true``).
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edge_colbert.errors import InvalidInputError
 
-__all__ = ["where_clause"]
+__all__ = ["LIST_AS_JSON_ABOVE", "MAX_WHERE_KEYS", "MAX_WHERE_VALUES", "where_clause"]
 
 
 def _json_path(key: Any) -> str:
@@ -72,6 +73,48 @@ def _condition(path: str, value: Any) -> tuple[str, list[Any]]:
     )
 
 
+# SQLite parses ``a OR b OR c ...`` into a tree as deep as the list is long and refuses
+# one deeper than 1000 ("Expression tree is too large"); every condition also costs bound
+# parameters, and some builds allow only 999. A list of more than this many values is
+# matched with one ``json_each`` over a JSON array instead (two parameters, any length).
+LIST_AS_JSON_ABOVE = 32
+# Keys of one filter: each costs up to three parameters; 256 stays far below 999.
+MAX_WHERE_KEYS = 256
+# Values of one list: the JSON array is one parameter, bounded by SQLite's length limit.
+MAX_WHERE_VALUES = 100_000
+
+
+def _balanced(parts: list[str], joiner: str) -> str:
+    """``parts`` joined by ``joiner`` in balanced parentheses: depth log2(n), not n."""
+    if len(parts) == 1:
+        return parts[0]
+    middle = len(parts) // 2
+    return f"({_balanced(parts[:middle], joiner)} {joiner} {_balanced(parts[middle:], joiner)})"
+
+
+def _any_of(path: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    """SQL for metadata[path] equal to any of ``values`` (each typed as in :func:`_condition`)."""
+    options = [_condition(path, item) for item in values]  # the same checks and messages
+    if len(values) <= LIST_AS_JSON_ABOVE:
+        return "(" + " OR ".join(sql for sql, _ in options) + ")", [
+            param for _, option_params in options for param in option_params
+        ]
+    # json_each types: integer, real, text, true, false, null; numbers compare by value.
+    array = json.dumps(
+        [float(v) if isinstance(v, int) and not -(2**63) <= v < 2**63 else v for v in values],
+        ensure_ascii=False,
+    )
+    sql = (
+        "EXISTS (SELECT 1 FROM json_each(?) AS o WHERE CASE "
+        "WHEN o.type IN ('integer', 'real') THEN json_type(metadata, ?) IN ('integer', 'real') "
+        "AND json_extract(metadata, ?) = o.value "
+        "WHEN o.type = 'text' THEN json_type(metadata, ?) = 'text' "
+        "AND json_extract(metadata, ?) = o.value "
+        "ELSE json_type(metadata, ?) = o.type END)"
+    )
+    return sql, [array, path, path, path, path, path]
+
+
 def where_clause(where: Mapping[str, Any]) -> tuple[str, list[Any]]:
     """Turn ``{key: value}`` (a list or tuple value means "any of") into SQL and parameters.
 
@@ -85,6 +128,11 @@ def where_clause(where: Mapping[str, Any]) -> tuple[str, list[Any]]:
         raise InvalidInputError(
             f"where must be a dict of metadata key -> value; got {type(where).__name__}."
         )
+    if len(where) > MAX_WHERE_KEYS:
+        raise InvalidInputError(
+            f"where holds {len(where)} keys; at most {MAX_WHERE_KEYS} can be combined. Filter "
+            "on fewer keys (a list value matches any of many values of one key)."
+        )
     parts: list[str] = []
     params: list[Any] = []
     for key, value in where.items():
@@ -93,12 +141,16 @@ def where_clause(where: Mapping[str, Any]) -> tuple[str, list[Any]]:
             if not value:
                 parts.append("0")  # "any of nothing" matches nothing
                 continue
-            options = [_condition(path, item) for item in value]
-            parts.append("(" + " OR ".join(sql for sql, _ in options) + ")")
-            for _, option_params in options:
-                params.extend(option_params)
+            if len(value) > MAX_WHERE_VALUES:
+                raise InvalidInputError(
+                    f"where value for {key!r} lists {len(value)} values; at most "
+                    f"{MAX_WHERE_VALUES} are matched at once. Filter in several searches."
+                )
+            sql, option_params = _any_of(path, value)
+            parts.append(sql)
+            params.extend(option_params)
         else:
             sql, option_params = _condition(path, value)
             parts.append(sql)
             params.extend(option_params)
-    return (" AND ".join(parts) or "1"), params
+    return (_balanced(parts, "AND") if parts else "1"), params

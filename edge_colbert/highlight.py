@@ -1,8 +1,16 @@
 """Which words of a hit matched the query, and the passage of the hit that shows them.
 
-MaxSim scores a document by, for each query token, its most similar document token. Those
-argmax tokens are exactly what made the hit rank, so they are what the CLI marks: each query
-token's best document token, widened to the whole word it belongs to.
+Two kinds of words are marked, both only where the query word carries meaning (not a
+stopword, not punctuation):
+
+- *lexical* matches: the hit's words equal to a query word (after lower-casing and a light
+  suffix strip, so "rivers" marks "river"), what the full-text side of a search found;
+- *semantic* matches: for each query token, the hit's token MaxSim matched it to, only where
+  their cosine similarity is at least :data:`SEMANTIC_SIMILARITY` (a weak best match is
+  MaxSim's argmax all the same, but marking it shows noise), widened to the whole word.
+
+:func:`best_passage` then shows the window holding the most distinct matched words.
+Everything here is pure (the encoder is only read), so thread-safe.
 """
 
 from __future__ import annotations
@@ -12,9 +20,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import numpy.typing as npt
 
-from edge_colbert.maxsim import best_matches
+from edge_colbert.lexical import is_stopword
 
 if TYPE_CHECKING:
     from edge_colbert.encoder import Encoder
@@ -23,38 +30,76 @@ Span = tuple[int, int]
 Style = Literal["bold", "brackets", "none"]
 
 PASSAGE_CHARS = 240
+# Cosine between a query token and its best document token above which the document word
+# is marked (the same word in another context scores about 0.85-0.95 with the bundled
+# model; related words 0.5-0.75).
+SEMANTIC_SIMILARITY = 0.8
 BOLD, RESET = "\033[1m", "\033[0m"
 _WORD_CHAR = re.compile(r"\w")
+_WORD = re.compile(r"\w+")
+_SUFFIXES = ("ing", "ed", "es", "s", "ly")
 
 
-def match_spans(
-    encoder: Encoder,
-    query: str,
-    texts: Sequence[str],
-    *,
-    query_vectors: npt.NDArray[np.float32] | None = None,
-) -> list[list[Span]]:
-    """For each text, the character spans of the words the query's tokens matched best.
+def _stem(word: str) -> str:
+    """A light English stem for matching query words to text words (no dictionary)."""
+    word = word.lower()
+    for suffix in _SUFFIXES:
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
 
-    Only the query's own tokens count, not the [MASK] expansion positions, which match
-    whatever is near the text's overall meaning and would mark noise. Pass
-    ``query_vectors`` when the query is already encoded, to skip encoding it again.
+
+def lexical_spans(query: str, text: str) -> list[Span]:
+    """The spans of ``text``'s words that equal a query word (stopwords left out)."""
+    wanted = {_stem(w) for w in _WORD.findall(query) if not is_stopword(w)}
+    if not wanted:
+        return []
+    return [m.span() for m in _WORD.finditer(text) if _stem(m.group()) in wanted]
+
+
+def semantic_spans(encoder: Encoder, query: str, texts: Sequence[str]) -> list[list[Span]]:
+    """For each text, the words its tokens matched best to the query's meaningful tokens,
+    where the similarity is at least :data:`SEMANTIC_SIMILARITY`.
+
+    The query is encoded the way documents are (its punctuation dropped, each row with its
+    character span), so every query row is known by its word; stopword and punctuation
+    rows, markers and [MASK] expansions take no part.
     """
     if not texts:
         return []
-    if query_vectors is None:
-        (query_vectors,) = encoder.encode_queries([query])
-    real = min(encoder.count_document_tokens([query])[0], query_vectors.shape[0])
-    query_vectors = query_vectors[:real]
+    (query_rows,) = encoder.encode_documents([query])
+    query_spans = encoder.document_token_spans(query)
+    meaningful = [
+        i
+        for i, (a, b) in enumerate(query_spans[: query_rows.shape[0]])
+        if b > a and not is_stopword(query[slice(*widen_to_word(query, (a, b)))])
+    ]
     out: list[list[Span]] = []
-    for text, doc_vectors in zip(texts, encoder.encode_documents(list(texts)), strict=True):
-        token_spans = encoder.document_token_spans(text)
-        if doc_vectors.shape[0] == 0:
+    for text, doc_rows in zip(texts, encoder.encode_documents(list(texts)), strict=True):
+        if not meaningful or doc_rows.shape[0] == 0:
             out.append([])
             continue
-        rows = {int(r) for r in best_matches(query_vectors, doc_vectors)}
-        spans = [token_spans[r] for r in rows if r < len(token_spans) and token_spans[r][1] > 0]
-        out.append(merge_spans([widen_to_word(text, span) for span in spans]))
+        token_spans = encoder.document_token_spans(text)
+        similarity = query_rows[meaningful] @ doc_rows.T
+        best = np.argmax(similarity, axis=1)
+        strong = similarity[np.arange(best.size), best] >= SEMANTIC_SIMILARITY
+        spans = [
+            widen_to_word(text, token_spans[r])
+            for r in best[strong].tolist()
+            if r < len(token_spans) and token_spans[r][1] > token_spans[r][0]
+        ]
+        out.append([s for s in spans if not is_stopword(text[s[0] : s[1]])])
+    return out
+
+
+def match_spans(encoder: Encoder | None, query: str, texts: Sequence[str]) -> list[list[Span]]:
+    """For each text, the spans of its words that carry the match: lexical matches of the
+    query's words, and (with an encoder) MaxSim's strong best matches; merged and sorted."""
+    semantic = semantic_spans(encoder, query, texts) if encoder is not None else []
+    out: list[list[Span]] = []
+    for i, text in enumerate(texts):
+        found = lexical_spans(query, text) + (semantic[i] if semantic else [])
+        out.append(merge_spans(found))
     return out
 
 
@@ -80,15 +125,16 @@ def merge_spans(spans: Sequence[Span]) -> list[Span]:
 
 
 def best_passage(text: str, spans: Sequence[Span], width: int = PASSAGE_CHARS) -> Span:
-    """The window of about ``width`` characters of ``text`` holding the most matched spans,
-    cut at word boundaries."""
+    """The window of about ``width`` characters of ``text`` holding the most distinct
+    matched words (then the most matches), cut at word boundaries."""
     if len(text) <= width:
         return 0, len(text)
-    best_start, best_count = 0, -1
+    best_start, best_score = 0, (-1, -1)
     for anchor, _ in spans or [(0, 0)]:
-        count = sum(1 for a, b in spans if a >= anchor and b <= anchor + width)
-        if count > best_count:
-            best_start, best_count = anchor, count
+        inside = [(a, b) for a, b in spans if a >= anchor and b <= anchor + width]
+        score = (len({text[a:b].lower() for a, b in inside}), len(inside))
+        if score > best_score:
+            best_start, best_score = anchor, score
     # Some context before the first match reads better than starting on it.
     start = max(0, min(best_start - width // 5, len(text) - width))
     end = min(len(text), start + width)

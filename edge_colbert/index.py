@@ -24,15 +24,17 @@ import numpy.typing as npt
 
 from edge_colbert import schema
 from edge_colbert.errors import InvalidInputError
+from edge_colbert.lexical import DEFAULT_LEXICAL_WEIGHT, Fusion, fts_query, fuse
 from edge_colbert.maxsim import maxsim_int8_packed, maxsim_scores
 from edge_colbert.mirror import PrefilterMirror
+from edge_colbert.pooling import check_pool_factor, pool_documents, settle_pool_factor
 from edge_colbert.prefilter import DEFAULT_NPROBE, Prefilter, default_keep
 from edge_colbert.quantize import dequantize_int8, quantize_int8
-from edge_colbert.store import ModelInfo, NewDocument, PackedVectors, Store
+from edge_colbert.store import ModelInfo, NewDocument, PackedVectors, Store, StoredDocument
 from edge_colbert.training import (
     RETRAIN_FACTOR,
     TRAIN_TOKENS,
-    train_prefilter,
+    retrain,
     training_due,
     unique_per_document,
 )
@@ -45,11 +47,9 @@ from edge_colbert.validation import (
 )
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from edge_colbert.encoder import Encoder
 
-__all__ = ["RETRAIN_FACTOR", "TRAIN_TOKENS", "Hit", "Index"]
+__all__ = ["DEFAULT_MODE", "RETRAIN_FACTOR", "SEARCH_MODES", "TRAIN_TOKENS", "Hit", "Index"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +60,65 @@ SCORE_DOCS = 1024
 # Texts per encoder call: the encoder sorts them by length and pads per batch of its own, so
 # larger calls pad less; each call's float32 vectors are quantized before the next.
 DEFAULT_BATCH = 1024
+# Search modes; the default is the best on the held-out half of scifact-dev (docs/hybrid.md).
+SEARCH_MODES = ("hybrid", "semantic", "keyword")
+DEFAULT_MODE = "hybrid"
+# Keyword hits joined to the prefilter's candidates in a hybrid search.
+FTS_CANDIDATES = 100
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: the document's id, its MaxSim score, its text and its metadata."""
+    """One search result: the document's id, its score, its text and its metadata.
+
+    ``score`` is the ranking's score: fused (hybrid search), MaxSim (semantic) or BM25
+    (keyword). ``lexical`` is the document's BM25 score where it was among the keyword hits
+    and ``semantic`` its exact MaxSim score where it was computed; None otherwise.
+    Immutable, so thread-safe.
+    """
 
     id: str
     score: float
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    lexical: float | None = None
+    semantic: float | None = None
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """A ranked rowid with its ranking score and the two signals (None: not computed)."""
+
+    rowid: int
+    score: float
+    lexical: float | None
+    semantic: float | None
+
+
+def _hit(doc: StoredDocument, scored: _Scored) -> Hit:
+    return Hit(doc.id, scored.score, doc.text, doc.metadata, scored.lexical, scored.semantic)
+
+
+def _joined(
+    ids: list[npt.NDArray[np.int64]], scores: list[npt.NDArray[np.float32]]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    if not ids:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    return np.concatenate(ids), np.concatenate(scores).astype(np.float32, copy=False)
+
+
+def _check_mode(mode: object) -> str:
+    if mode not in SEARCH_MODES:
+        raise InvalidInputError(f"mode must be one of {', '.join(SEARCH_MODES)}; got {mode!r}.")
+    return str(mode)
+
+
+def _check_where(where: object) -> Mapping[str, Any] | None:
+    if where is not None and not isinstance(where, Mapping):
+        raise InvalidInputError(
+            f"where must be a dict of metadata key -> value; got {type(where).__name__}."
+        )
+    return where or None
 
 
 def _top(
@@ -107,8 +156,13 @@ class Index:
             processes, given back under memory pressure). ``False`` for memory-tight boards:
             on SciFact, 15.5 ms instead of 10.0 ms p50 per search, 58 MiB instead of 130 MiB
             above the loaded model.
+        pool_factor: token pooling (:mod:`~edge_colbert.pooling`): each document keeps
+            about ``1 / pool_factor`` of its token vectors, merged by Ward clustering. Recorded
+            in a new file and applied to every later add; ``None`` takes what the file
+            records (1, no pooling, for a new file). Must match a file that holds documents.
 
     Raises:
+        InvalidInputError: a bad ``pool_factor``, or one that differs from the file's.
         IndexFileError: the path is not an edge-colbert index (see :class:`Store`).
         ModelMismatchError: the file was written by another model.
     """
@@ -124,13 +178,20 @@ class Index:
         keep: int | None = None,
         train_tokens: int = TRAIN_TOKENS,
         mmap: bool = True,
+        pool_factor: int | None = None,
     ) -> None:
         path = Path(path)
+        if pool_factor is not None:
+            check_pool_factor(pool_factor)  # before anything touches the file
         new_file = not path.exists() or (path.is_file() and path.stat().st_size == 0)
         if encoder is None and new_file and not readonly:
             encoder = _default_encoder()
         self._encoder = encoder
         self._encoder_lock = threading.Lock()
+        # Hybrid search's knobs (chosen on one half of scifact-dev, see docs/hybrid.md).
+        self.lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
+        self.fusion: Fusion = "convex"
+        self.fts_candidates: int = FTS_CANDIDATES
         self.nprobe = DEFAULT_NPROBE if nprobe is None else int(nprobe)
         self.keep = keep
         self.train_tokens = int(train_tokens)
@@ -141,6 +202,11 @@ class Index:
         self._store = Store(
             path, model=_model_info(encoder), readonly=readonly, timeout=timeout, mmap=mmap
         )
+        try:
+            self.pool_factor = settle_pool_factor(self._store, pool_factor)
+        except BaseException:
+            self._store.close()
+            raise
         self._mirror = PrefilterMirror(self._store)
 
     # ---------------------------------------------------------------- plumbing
@@ -220,12 +286,14 @@ class Index:
         return doc_ids
 
     def _write(self, texts: list[str], ids: list[str], metas: list[str], batch_size: int) -> None:
-        """Encode and quantize (before the lock), then write everything in one transaction."""
+        """Encode and quantize (before the lock), write everything in one transaction, then
+        (outside it) train the centroids if the batch made it due."""
         if not texts:
             return
         quantized: list[npt.NDArray[np.int8]] = []
         for start in range(0, len(texts), batch_size):
             encoded = self.encoder.encode_documents(texts[start : start + batch_size])
+            encoded = pool_documents(encoded, self.pool_factor)
             quantized.extend(quantize_int8(v) for v in encoded)
         store = self._store
         # Posting is CPU work: do it before taking the write lock, with the centroids in
@@ -251,38 +319,33 @@ class Index:
                 )
             ]
             replaced, added = store.insert(conn, docs, self._mirror.id_dtype())
-            retrained = self._maybe_train(conn)
         # Only now, after the commit, does memory follow the file.
-        if retrained is not None:
-            self._mirror.retrained(*retrained)
-        elif assigned is not None:
+        if assigned is not None:
             self._mirror.added(replaced, added, assigned)
+        self._maybe_train()
 
-    def _maybe_train(
-        self, conn: sqlite3.Connection
-    ) -> tuple[Prefilter, int, npt.NDArray[np.int64]] | None:
-        """Train or retrain the centroids inside the open transaction when it is time.
+    def _maybe_train(self) -> None:
+        """Train or retrain the centroids when it is time, outside the write lock.
 
-        Returns the new prefilter, its version and the rowids it posts, or None.
+        k-means and the assignment of every stored document run with no transaction open;
+        one short write transaction then swaps the result in (see
+        :func:`~edge_colbert.training.retrain`). Killed before that, nothing was written.
         """
-        tokens = self._store.token_count()
-        trained_on = int(self._store.meta().get(schema.META_TRAINED_ON_TOKENS, "0"))
+        store = self._store
+        with store.snapshot():
+            tokens = store.token_count()
+            trained_on = int(store.meta().get(schema.META_TRAINED_ON_TOKENS, "0"))
+            version = store.centroid_version()
         if not training_due(
-            tokens,
-            trained_on,
-            trained=self._prefilter is not None,
-            train_tokens=self.train_tokens,
+            tokens, trained_on, trained=version > 0, train_tokens=self.train_tokens
         ):
-            return None
-        version = self._mirror.version + 1
-        prefilter = train_prefilter(self._store, conn, tokens, version)
-        logger.info(
-            "trained %d centroids on %d tokens (version %d)",
-            prefilter.num_centroids,
-            tokens,
-            version,
-        )
-        return prefilter, version, self._store.rowids()
+            return
+        done = retrain(store, seen_version=version)
+        if done is None:
+            self._refresh()  # another writer's centroids: follow them
+            return
+        prefilter, new_version, postings = done
+        self._mirror.retrained(prefilter, new_version, postings.rowids)
 
     # ----------------------------------------------------------------- search
 
@@ -293,24 +356,44 @@ class Index:
         *,
         where: Mapping[str, Any] | None = None,
         exhaustive: bool = False,
+        mode: str = DEFAULT_MODE,
     ) -> list[Hit]:
-        """The ``k`` documents of highest MaxSim with ``query``.
+        """The ``k`` best documents for ``query``.
+
+        Thread-safe; each search reads one committed state of the file.
 
         Args:
             query: the question, a non-empty string.
             k: how many hits, at least 1.
             where: metadata equality filter: ``{"key": value}``, a list or tuple value
-                meaning "any of these"; keys are top-level metadata keys.
+                meaning "any of these"; keys are top-level metadata keys. Applies in every
+                mode.
             exhaustive: score every (matching) document instead of the prefilter's
                 candidates.
+            mode: ``"hybrid"`` (the default): the full-text index's BM25 top hits and the
+                prefilter's candidates, all scored by exact MaxSim, the two scores fused
+                (:func:`edge_colbert.lexical.fuse`); ``"semantic"``: MaxSim alone;
+                ``"keyword"``: BM25 alone (no encoder is loaded; a part in double quotes is
+                an exact phrase).
+
+        Returns:
+            Hits best first. ``Hit.score`` is the fused score (hybrid), the MaxSim score
+            (semantic) or the BM25 score (keyword); ``Hit.lexical`` and ``Hit.semantic``
+            hold the two signals where they were computed.
 
         Raises:
-            InvalidInputError: empty query, ``k < 1``, or a filter it cannot apply.
+            InvalidInputError: empty query, ``k < 1``, an unknown mode, or a filter it
+                cannot apply.
         """
         check_text(query, "the query")
         k = check_k(k)
+        mode = _check_mode(mode)
+        if mode == "keyword":
+            return self._keyword_search(query, k, _check_where(where))
         vectors = self.encoder.encode_queries([query])[0]
-        return self.search_vectors(vectors, k, where=where, exhaustive=exhaustive)
+        return self.search_vectors(
+            vectors, k, where=where, exhaustive=exhaustive, query=query, mode=mode
+        )
 
     def search_vectors(
         self,
@@ -319,37 +402,104 @@ class Index:
         *,
         where: Mapping[str, Any] | None = None,
         exhaustive: bool = False,
+        query: str | None = None,
+        mode: str | None = None,
     ) -> list[Hit]:
-        """:meth:`search` for query token vectors already encoded (``[Tq, dim]`` float)."""
+        """:meth:`search` for query token vectors already encoded (``[Tq, dim]`` float).
+
+        ``mode`` defaults to ``"hybrid"`` when the query's text is given as ``query`` (the
+        keyword side needs it), else to ``"semantic"``. Thread-safe.
+        """
         k = check_k(k)
-        query = np.asarray(query_vectors)
-        if query.ndim != 2 or not np.issubdtype(query.dtype, np.floating):
+        mode = _check_mode("hybrid" if mode is None and query is not None else mode or "semantic")
+        if mode != "semantic" and query is None:
             raise InvalidInputError(
-                f"query vectors must be a float array [tokens, dim]; got dtype {query.dtype}, "
-                f"shape {query.shape}."
+                f'mode "{mode}" needs the query text; pass query=TEXT to search_vectors.'
             )
-        if query.shape[1] != self._store.dim:
+        if query is not None:
+            check_text(query, "the query")
+        if mode == "keyword":
+            return self._keyword_search(str(query), k, _check_where(where))
+        vectors = np.asarray(query_vectors)
+        if vectors.ndim != 2 or not np.issubdtype(vectors.dtype, np.floating):
             raise InvalidInputError(
-                f"query vectors have {query.shape[1]} dimensions but the index holds "
+                f"query vectors must be a float array [tokens, dim]; got dtype {vectors.dtype}, "
+                f"shape {vectors.shape}."
+            )
+        if vectors.shape[1] != self._store.dim:
+            raise InvalidInputError(
+                f"query vectors have {vectors.shape[1]} dimensions but the index holds "
                 f"{self._store.dim}-d vectors; encode the query with the index's model."
             )
-        if not np.isfinite(query).all():
+        if not np.isfinite(vectors).all():
             raise InvalidInputError("query vectors hold NaN or infinity.")
-        query = np.ascontiguousarray(query, dtype=np.float32)
-        if where is not None and not isinstance(where, Mapping):
-            raise InvalidInputError(
-                f"where must be a dict of metadata key -> value; got {type(where).__name__}."
-            )
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        where = _check_where(where)
         # Follow other commits first, from the newest state: inside this search's read
         # transaction the refresh could only see that (possibly older) snapshot.
         self._refresh()
         with self._store.snapshot():
-            ranked = self._rank(query, k, where or None, exhaustive)
-            docs = self._store.documents([rowid for rowid, _ in ranked])
+            if mode == "hybrid":
+                scored = self._rank_hybrid(vectors, str(query), k, where, exhaustive)
+            else:
+                scored = [
+                    _Scored(rowid, score, None, score)
+                    for rowid, score in self._rank(vectors, k, where, exhaustive)
+                ]
+            docs = self._store.documents([s.rowid for s in scored])
+        return [_hit(docs[s.rowid], s) for s in scored if s.rowid in docs]
+
+    def _keyword_search(self, query: str, k: int, where: Mapping[str, Any] | None) -> list[Hit]:
+        """BM25 alone, from the full-text index; needs no encoder."""
+        match = fts_query(query)
+        if match is None:
+            return []  # no word to look for (punctuation only)
+        with self._store.snapshot():
+            rowids, scores = self._store.fts_search(match, k, where=where)
+            docs = self._store.documents(rowids.tolist())
+        scored = [
+            _Scored(int(r), float(s), float(s), None) for r, s in zip(rowids, scores, strict=True)
+        ]
+        return [_hit(docs[s.rowid], s) for s in scored if s.rowid in docs]
+
+    def _rank_hybrid(
+        self,
+        query: npt.NDArray[np.float32],
+        text: str,
+        k: int,
+        where: Mapping[str, Any] | None,
+        exhaustive: bool,
+    ) -> list[_Scored]:
+        """The FTS top hits and the semantic candidates, all scored by exact MaxSim, fused."""
+        match = fts_query(text)
+        lex_ids: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        lex_scores: npt.NDArray[np.float64] = np.zeros(0)
+        if match is not None:
+            lex_ids, lex_scores = self._store.fts_search(
+                match, max(self.fts_candidates, k), where=where
+            )
+        candidates = self._candidates(query, k, where, exhaustive)
+        if candidates is None:
+            sem_ids, sem_scores = self._scores_all(query)
+        else:
+            sem_ids, sem_scores = self._scores(query, np.union1d(candidates, lex_ids))
+        if sem_ids.size == 0:
+            return []
+        lexical = np.full(sem_ids.size, np.nan)
+        position = np.searchsorted(sem_ids, lex_ids)
+        found = position < sem_ids.size
+        found[found] = sem_ids[position[found]] == lex_ids[found]
+        lexical[position[found]] = lex_scores[found]
+        fused = fuse(sem_scores, lexical, weight=self.lexical_weight, method=self.fusion)
+        order = np.lexsort((sem_ids, -fused))[:k]
         return [
-            Hit(docs[rowid].id, score, docs[rowid].text, docs[rowid].metadata)
-            for rowid, score in ranked
-            if rowid in docs
+            _Scored(
+                int(sem_ids[i]),
+                float(fused[i]),
+                None if np.isnan(lexical[i]) else float(lexical[i]),
+                float(sem_scores[i]),
+            )
+            for i in order
         ]
 
     def _rank(
@@ -359,16 +509,30 @@ class Index:
         where: Mapping[str, Any] | None,
         exhaustive: bool,
     ) -> list[tuple[int, float]]:
+        """MaxSim alone: the best ``k`` (rowid, score)."""
+        candidates = self._candidates(query, k, where, exhaustive)
+        if candidates is None:
+            return self._score_all(query, k)
+        return self._score(query, candidates, k) if candidates.size else []
+
+    def _candidates(
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        where: Mapping[str, Any] | None,
+        exhaustive: bool,
+    ) -> npt.NDArray[np.int64] | None:
+        """The rowids to score exactly (None: every document)."""
         prefilter = self._prefilter
         allowed: npt.NDArray[np.int64] | None = None
         if where is not None:
             allowed, tokens = self._store.filter(where)
             if allowed.size == 0:
-                return []
+                return allowed
             if exhaustive or prefilter is None or tokens <= EXACT_FILTER_TOKENS:
-                return self._score(query, allowed, k)
+                return allowed
         if exhaustive or prefilter is None:
-            return self._score_all(query, k)
+            return None
         with self._mirror.lock:  # another thread may be posting into it
             candidates = prefilter.candidates(query, nprobe=self.nprobe)
         if allowed is not None:
@@ -376,21 +540,18 @@ class Index:
         wanted = min(k, allowed.size if allowed is not None else self._store.count())
         if candidates.size < wanted:
             # Too few candidates to fill k: the exact answer is cheap to get and complete.
-            return (
-                self._score(query, allowed, k) if allowed is not None else self._score_all(query, k)
-            )
+            return allowed
         keep = self.keep if self.keep is not None else default_keep(min(k, 1 << 20))
         with self._mirror.lock:
-            pruned = prefilter.prune(query, candidates, keep=keep)
-        return self._score(query, pruned, k)
+            return prefilter.prune(query, candidates, keep=keep)
 
     def _score_pack(self, query: npt.NDArray[np.float32], pack: PackedVectors) -> Any:
         return maxsim_int8_packed(query, pack.codes, pack.offsets)
 
-    def _score(
-        self, query: npt.NDArray[np.float32], rowids: npt.NDArray[np.int64], k: int
-    ) -> list[tuple[int, float]]:
-        """Exact MaxSim over the given documents, read in bounded chunks."""
+    def _scores(
+        self, query: npt.NDArray[np.float32], rowids: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Exact MaxSim of the given documents (rowids sorted), read in bounded chunks."""
         found_ids: list[npt.NDArray[np.int64]] = []
         found_scores: list[npt.NDArray[np.float32]] = []
         ordered = np.sort(rowids)
@@ -398,15 +559,30 @@ class Index:
             pack = self._store.vectors(ordered[start : start + SCORE_DOCS].tolist())
             found_ids.append(pack.rowids)
             found_scores.append(self._score_pack(query, pack))
-        return self._merge(found_ids, found_scores, k)
+        return _joined(found_ids, found_scores)
 
-    def _score_all(self, query: npt.NDArray[np.float32], k: int) -> list[tuple[int, float]]:
+    def _scores_all(
+        self, query: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Exact MaxSim of every document (rowids sorted)."""
         found_ids: list[npt.NDArray[np.int64]] = []
         found_scores: list[npt.NDArray[np.float32]] = []
         for pack in self._store.iter_vectors():
             found_ids.append(pack.rowids)
             found_scores.append(self._score_pack(query, pack))
-        return self._merge(found_ids, found_scores, k)
+        return _joined(found_ids, found_scores)
+
+    def _score(
+        self, query: npt.NDArray[np.float32], rowids: npt.NDArray[np.int64], k: int
+    ) -> list[tuple[int, float]]:
+        """The best ``k`` of the given documents by exact MaxSim."""
+        ids, scores = self._scores(query, rowids)
+        return _top(ids, scores, k) if ids.size else []
+
+    def _score_all(self, query: npt.NDArray[np.float32], k: int) -> list[tuple[int, float]]:
+        """The best ``k`` of every document by exact MaxSim."""
+        ids, scores = self._scores_all(query)
+        return _top(ids, scores, k) if ids.size else []
 
     @staticmethod
     def _merge(
@@ -493,7 +669,7 @@ class Index:
             "size_bytes": size,
             "bytes_per_token": round(size / tokens, 2) if tokens else None,
             "centroids": self._prefilter.num_centroids if self._prefilter else 0,
-            "centroid_version": int(meta.get("centroid_version", "0")),
+            "centroid_version": self._store.centroid_version(),
             "trained_on_tokens": int(meta.get("trained_on_tokens", "0")),
             "schema_version": int(meta.get("schema_version", "0")),
         }
@@ -550,4 +726,5 @@ def _required_info(encoder: Encoder) -> ModelInfo:
         name=encoder.manifest.name,
         dim=encoder.dim,
         legacy_identity=getattr(encoder, "legacy_identity", None),
+        languages=tuple(encoder.manifest.languages),
     )

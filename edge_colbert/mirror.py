@@ -77,8 +77,8 @@ class PrefilterMirror:
             return
         version, blob = stored
         prefilter = Prefilter.from_bytes(blob, self._store.dim)
-        rowids, lists = self._store.doc_centroids(self.id_dtype())
-        prefilter.set_postings(rowids, lists)
+        rowids, lengths, flat = self._store.doc_centroids_flat(self.id_dtype())
+        prefilter.set_postings_flat(rowids, lengths, flat)
         self.prefilter, self.version = prefilter, version
         self._rowids = rowids
         self._high = int(rowids[-1]) if rowids.size else -1
@@ -102,9 +102,11 @@ class PrefilterMirror:
             logger.debug("%s: centroids changed elsewhere; reloading", self._store.path)
             self.load()
             return
-        new_rowids, lists = self._store.doc_centroids(self.id_dtype(), after=self._high)
+        new_rowids, lengths, flat = self._store.doc_centroids_flat(
+            self.id_dtype(), after=self._high
+        )
         if new_rowids.size:
-            prefilter.add_postings(new_rowids, lists)
+            prefilter.add_postings_flat(new_rowids, lengths, flat)
             self._rowids = np.concatenate([self._rowids, new_rowids])
             self._high = int(new_rowids[-1])
         if self._store.count() != self._rowids.size:

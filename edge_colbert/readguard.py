@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from edge_colbert.errors import EdgeColbertError, IndexFileError
+from edge_colbert.filecheck import open_error
 
-__all__ = ["READ_ERRORS", "BadRowError", "guard_reads", "stored_data_error"]
+__all__ = ["READ_ERRORS", "BadRowError", "damaged", "guard_reads", "stored_data_error"]
 
 # What decoding stored values raises when they are not what edge-colbert wrote.
 # (json.JSONDecodeError and UnicodeDecodeError are ValueErrors; zlib.error is its own.)
@@ -73,18 +74,42 @@ def stored_data_error(path: Any, what: str, error: BaseException) -> IndexFileEr
     )
 
 
+def damaged(error: BaseException) -> bool:
+    """Whether a SQLite error says the file is damaged: a bare ``DatabaseError``
+    ("malformed", "not a database") or one with such words."""
+    if not isinstance(error, sqlite3.DatabaseError):
+        return False
+    text = str(error).lower()
+    return type(error) is sqlite3.DatabaseError or any(
+        word in text for word in ("malformed", "corrupt", "not a database", "too big")
+    )
+
+
 def _maps(error: BaseException) -> bool:
     """Whether ``error`` is one of the stored-data errors (never one of ours)."""
     if isinstance(error, EdgeColbertError):
         return False
     if isinstance(error, sqlite3.DatabaseError):
-        # Locked, busy, read-only, full: the store's own mapping says what to do. Damage is
-        # a bare DatabaseError ("malformed", "not a database") or one of these texts.
-        text = str(error).lower()
-        return type(error) is sqlite3.DatabaseError or any(
-            word in text for word in ("malformed", "corrupt", "not a database", "too big")
-        )
+        # Locked, busy, read-only, full: the store's own mapping says what to do.
+        return damaged(error)
     return isinstance(error, READ_ERRORS)
+
+
+def _mapped(store: Any, error: BaseException, what: str) -> BaseException | None:
+    """The project error for ``error`` raised in a store method, or None to re-raise it."""
+    if isinstance(error, sqlite3.Error) and not isinstance(error, EdgeColbertError):
+        closed = getattr(store, "_closed", None)
+        if closed is False:
+            mapped: BaseException = store._error(error)  # busy, full, read-only media
+            if mapped is not error:
+                return mapped
+        else:  # opening failed (and closed what it had opened): media, disk, permissions
+            opened = open_error(store.path, error, readonly=bool(getattr(store, "readonly", 0)))
+            if opened is not None:
+                return opened
+    if not _maps(error):
+        return None
+    return stored_data_error(store.path, what, error)
 
 
 def _check_centroids(store: Any, result: Any) -> None:
@@ -154,9 +179,10 @@ def _guard(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 yield from method(self, *args, **kwargs)
             except BaseException as error:
-                if not _maps(error):
+                mapped = _mapped(self, error, f"reading {what}")
+                if mapped is None:
                     raise
-                raise stored_data_error(self.path, f"reading {what}", error) from error
+                raise mapped from error
 
         return generator
 
@@ -170,10 +196,11 @@ def _guard(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
                 check(self, result)
             return result
         except BaseException as error:
-            if not _maps(error):
-                raise
             doing = "opening it" if name == "__init__" else f"in {what}"
-            raise stored_data_error(self.path, doing, error) from error
+            mapped = _mapped(self, error, doing)
+            if mapped is None:
+                raise
+            raise mapped from error
 
     return call
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -26,6 +27,8 @@ __all__ = [
     "Migration",
     "ModelInfo",
     "check_model",
+    "fts_statement",
+    "fts_tokenizer",
     "initial_meta",
     "probe_file",
     "schema_version",
@@ -35,7 +38,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 APP = "edge-colbert"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 # meta keys (all values are TEXT)
@@ -44,8 +47,18 @@ META_SCHEMA_VERSION = "schema_version"
 META_MODEL_IDENTITY = "model_identity"
 META_MODEL_NAME = "model_name"
 META_DIM = "dim"
+# Schema 1-2 only: the centroid version now lives in the centroids row alone.
 META_CENTROID_VERSION = "centroid_version"
 META_TRAINED_ON_TOKENS = "trained_on_tokens"
+# Stored token vectors in all documents, kept in the transaction that changes them.
+META_TOKENS = "tokens"
+# How token vectors are coded, and how many tokens were pooled into one (1: none).
+META_CODEC = "codec"
+META_POOL_FACTOR = "pool_factor"
+# The FTS5 tokenizer of documents_fts (from the model's languages, fixed at creation).
+META_FTS_TOKENIZER = "fts_tokenizer"
+FTS_ENGLISH = "porter unicode61"
+FTS_MULTILINGUAL = "unicode61 remove_diacritics 2"
 META_CENTROID_IDS = "centroid_ids"
 # Highest rowid ever given to a document. Rowids are never reused (see Store.insert), so a
 # reader that has seen rowids up to r loads only the rows above r after another commit.
@@ -63,7 +76,11 @@ CREATE TABLE documents (
 CREATE TABLE vectors (
     doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE CASCADE,
     codes BLOB NOT NULL,
-    centroids BLOB
+    crc INTEGER NOT NULL
+);
+CREATE TABLE doc_centroids (
+    doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE CASCADE,
+    ids BLOB NOT NULL
 );
 CREATE TABLE centroids (
     id INTEGER PRIMARY KEY CHECK (id = 0),
@@ -74,6 +91,34 @@ CREATE TABLE centroids (
 
 # One statement at a time: executescript would COMMIT the transaction they run in.
 SCHEMA_STATEMENTS: tuple[str, ...] = tuple(s.strip() for s in _SCHEMA.split(";") if s.strip())
+
+
+def fts_statement(tokenizer: str) -> str:
+    """The FTS5 table over the documents' text.
+
+    Contentless (``content=''``): it holds the index only, not a second copy of the text,
+    which ``documents`` keeps zlib-compressed (an external-content table would read that
+    BLOB as its text). Rows are removed with FTS5's ``'delete'`` command and the original
+    text, which works on SQLite 3.37 (``contentless_delete`` needs 3.43). ``detail=full``
+    keeps term frequencies and positions: BM25 and phrase queries need them.
+    """
+    if tokenizer not in (FTS_ENGLISH, FTS_MULTILINGUAL):
+        raise IndexFileError(
+            f"unknown full-text tokenizer {tokenizer!r}; the file is damaged. Re-index into a "
+            "new file."
+        )
+    return (
+        f"CREATE VIRTUAL TABLE documents_fts USING fts5(text, content='', tokenize='{tokenizer}')"
+    )
+
+
+def fts_tokenizer(languages: Sequence[str]) -> str:
+    """Porter stemming for English models (or when the languages are unknown), Unicode
+    folding without stemming for multilingual ones."""
+    if not languages or all(lang.lower().split("-")[0] == "en" for lang in languages):
+        return FTS_ENGLISH
+    return FTS_MULTILINGUAL
+
 
 # Migration from schema version v to v + 1, run inside one transaction on open.
 Migration = Callable[[sqlite3.Connection], None]
@@ -99,7 +144,54 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE vectors_v2 RENAME TO vectors")
 
 
-MIGRATIONS: dict[int, Migration] = {1: _migrate_1_to_2}
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Version 3: a crc32 per vector blob, centroid ids in their own table, the token count,
+    codec and pool factor in ``meta``, one home for the centroid version (the centroids row)
+    and for the highest rowid (``meta``), and the FTS5 table (filled by the caller, which
+    can decode the compressed texts: :meth:`Store._migrate`)."""
+    conn.create_function("crc32", 1, _crc32, deterministic=True)
+    conn.execute(
+        "CREATE TABLE vectors_v3 ("
+        "doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE CASCADE, "
+        "codes BLOB NOT NULL, crc INTEGER NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE doc_centroids ("
+        "doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE CASCADE, "
+        "ids BLOB NOT NULL)"
+    )
+    conn.execute(
+        "INSERT INTO vectors_v3(doc, codes, crc) SELECT doc, codes, crc32(codes) FROM vectors"
+    )
+    conn.execute(
+        "INSERT INTO doc_centroids(doc, ids) SELECT doc, centroids FROM vectors "
+        "WHERE centroids IS NOT NULL"
+    )
+    conn.execute("DROP TABLE vectors")
+    conn.execute("ALTER TABLE vectors_v3 RENAME TO vectors")
+    conn.execute(
+        "INSERT INTO meta(key, value) SELECT ?, CAST(max(coalesce((SELECT max(rowid) FROM "
+        "documents), 0), coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0)) "
+        "AS TEXT) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (META_ROWID_HIGH, META_ROWID_HIGH),
+    )
+    conn.execute(
+        "INSERT INTO meta(key, value) SELECT ?, CAST(total(n_tokens) AS INTEGER) FROM documents "
+        "WHERE 1 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (META_TOKENS,),
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
+        [(META_CODEC, "int8"), (META_POOL_FACTOR, "1")],
+    )
+    conn.execute("DELETE FROM meta WHERE key = ?", (META_CENTROID_VERSION,))
+
+
+def _crc32(blob: bytes) -> int:
+    return zlib.crc32(blob)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 @dataclass(frozen=True)
@@ -112,6 +204,8 @@ class ModelInfo:
     # The identity an older edge-colbert recorded for this same model (name, dimension and
     # graph hash, before the preprocessing hash), accepted on opening a file written then.
     legacy_identity: str | None = None
+    # The model's languages (its manifest's); they choose the full-text tokenizer.
+    languages: tuple[str, ...] = ()
 
 
 def initial_meta(model: ModelInfo) -> dict[str, str]:
@@ -122,14 +216,22 @@ def initial_meta(model: ModelInfo) -> dict[str, str]:
         META_MODEL_IDENTITY: model.identity,
         META_MODEL_NAME: model.name,
         META_DIM: str(model.dim),
-        META_CENTROID_VERSION: "0",
         META_TRAINED_ON_TOKENS: "0",
+        META_TOKENS: "0",
+        META_ROWID_HIGH: "0",
+        META_CODEC: "int8",
+        META_POOL_FACTOR: "1",
+        META_FTS_TOKENIZER: fts_tokenizer(model.languages),
     }
 
 
 def sqlite_uri(path: Path, mode: str) -> str:
-    """A ``file:`` URI for ``path`` with SQLite's ``mode`` (``ro``, ``rw``, ``rwc``)."""
-    return f"file:{quote(str(path.resolve()))}?mode={mode}"
+    """A ``file:`` URI for ``path`` with SQLite's ``mode`` (``ro``, ``rw``, ``rwc``); ``ro``
+    on read-only media adds ``immutable=1`` (see :func:`filecheck.read_only_media`)."""
+    from edge_colbert.filecheck import read_only_media  # filecheck builds on this module
+
+    immutable = "&immutable=1" if mode == "ro" and read_only_media(path) else ""
+    return f"file:{quote(str(path.resolve()))}?mode={mode}{immutable}"
 
 
 def probe_file(path: Path, timeout: float) -> None:

@@ -23,6 +23,7 @@ import logging
 import sqlite3
 import threading
 import weakref
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
-from edge_colbert import filecheck, schema
+from edge_colbert import filecheck, readguard, schema
 from edge_colbert.errors import (
     IndexBusyError,
     IndexClosedError,
@@ -146,8 +147,8 @@ class Store:
             )
         if exists:
             schema.probe_file(self.path, self.timeout)
-        elif not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.parent.is_dir():
+            raise filecheck.missing_folder(self.path)
         self._local = threading.local()
         self._slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
         self._slots_lock = threading.Lock()
@@ -159,6 +160,8 @@ class Store:
             meta = self.meta()
         except BaseException:
             self.close()
+            if not exists:  # a failed creation (full disk) leaves no empty file behind
+                filecheck.remove_new_file(self.path)
             raise
         self.dim = int(meta[schema.META_DIM])
         self.model_identity = meta.get(schema.META_MODEL_IDENTITY, "")
@@ -210,7 +213,9 @@ class Store:
                 check_same_thread=False,
             )
         except sqlite3.Error as error:
-            raise IndexFileError(f"cannot open {self.path}: {error}.") from error
+            raise filecheck.open_error(
+                self.path, error, readonly=self.readonly
+            ) or IndexFileError(f"cannot open {self.path}: {error}.") from error
         filecheck.harden(conn)
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -245,7 +250,7 @@ class Store:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
         if version < SCHEMA_VERSION:
-            self._migrate(version)
+            self._migrate(version, model)
 
     def check_model(self, model: ModelInfo, meta: Mapping[str, str] | None = None) -> None:
         """Raise :class:`ModelMismatchError` unless ``model`` wrote this file."""
@@ -261,10 +266,12 @@ class Store:
         with self.transaction() as conn:
             for statement in schema.SCHEMA_STATEMENTS:
                 conn.execute(statement)
-            self._set_meta(conn, schema.initial_meta(model))
+            meta = schema.initial_meta(model)
+            conn.execute(schema.fts_statement(meta[schema.META_FTS_TOKENIZER]))
+            self._set_meta(conn, meta)
         logger.info("created index %s for %s", self.path, model.identity)
 
-    def _migrate(self, version: int) -> None:
+    def _migrate(self, version: int, model: ModelInfo | None) -> None:
         if self.readonly:
             raise ReadOnlyIndexError(
                 f"{self.path} has schema version {version} and needs an upgrade to "
@@ -279,7 +286,23 @@ class Store:
                     )
                 MIGRATIONS[step](conn)
                 logger.info("migrated %s from schema %d to %d", self.path, step, step + 1)
+            if version < 3:
+                # Without the model (info, delete) the bundled English model is assumed.
+                tokenizer = schema.fts_tokenizer(model.languages if model else ())
+                conn.execute(schema.fts_statement(tokenizer))
+                self._fill_fts(conn)
+                self._set_meta(conn, {schema.META_FTS_TOKENIZER: tokenizer})
             self._set_meta(conn, {schema.META_SCHEMA_VERSION: str(SCHEMA_VERSION)})
+
+    @staticmethod
+    def _fill_fts(conn: sqlite3.Connection) -> None:
+        """Index every stored text in the full-text table, inside a transaction."""
+        cursor = conn.execute("SELECT rowid, text FROM documents ORDER BY rowid")
+        while rows := cursor.fetchmany(1024):
+            conn.executemany(
+                "INSERT INTO documents_fts(rowid, text) VALUES (?, ?)",
+                [(rowid, decode_text(text)) for rowid, text in rows],
+            )
 
     # ------------------------------------------------------------ transactions
 
@@ -288,6 +311,13 @@ class Store:
         if self._closed:
             return self._closed_error()
         text = str(error).lower()
+        if readguard.damaged(error):
+            return readguard.stored_data_error(self.path, "writing", error)
+        if "disk i/o" in text or "unable to open" in text or (
+            not self.readonly and ("readonly" in text or "read-only" in text)
+        ):
+            # The file itself cannot be read or written: media, permissions, disk.
+            return filecheck.open_error(self.path, error, readonly=self.readonly) or error
         if "database or disk is full" in text:
             return StorageFullError(
                 f"{self.path}: the disk (or the database's page limit) is full; the batch was "
@@ -296,7 +326,8 @@ class Store:
         if "locked" in text or "busy" in text:
             return IndexBusyError(
                 f"{self.path} is locked by another writer; waited {self.timeout:g} s. Let the "
-                "other process finish (or close it), or open the Index with a larger timeout=."
+                "other process finish (or close it) and try again; from Python, "
+                "Index(path, timeout=SECONDS) waits longer."
             )
         if self.readonly and ("readonly" in text or "read-only" in text):
             return ReadOnlyIndexError(
@@ -441,8 +472,11 @@ class Store:
         return int(self._conn.execute("SELECT count(*) FROM documents").fetchone()[0])
 
     def token_count(self) -> int:
-        """Number of stored token vectors."""
-        return int(self._conn.execute("SELECT total(n_tokens) FROM documents").fetchone()[0])
+        """Number of stored token vectors (the ``tokens`` meta count, kept by every write)."""
+        row = self._conn.execute(
+            "SELECT value FROM meta WHERE key = ?", (schema.META_TOKENS,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
 
     def contains(self, doc_id: str) -> bool:
         """Whether a document with this id is stored."""
@@ -515,40 +549,50 @@ class Store:
         """
         replaced = list(self.rowids_of([d.id for d in docs]).values())
         high = self.rowid_high()
-        self._delete_rowids(conn, replaced)
-        added: list[int] = []
-        for doc in docs:
-            high += 1
-            conn.execute(
-                "INSERT INTO documents(rowid, id, text, metadata, n_tokens) VALUES (?, ?, ?, ?, ?)",
-                (high, doc.id, encode_text(doc.text), doc.metadata_json, int(doc.codes.shape[0])),
-            )
-            conn.execute(
-                "INSERT INTO vectors(doc, codes, centroids) VALUES (?, ?, ?)",
-                (
-                    high,
-                    np.ascontiguousarray(doc.codes, dtype=np.int8).tobytes(),
-                    None
-                    if doc.centroids is None
-                    else doc.centroids.astype(centroid_dtype).tobytes(),
-                ),
-            )
-            added.append(high)
+        removed_tokens = self._delete_rowids(conn, replaced)
+        added = list(range(high + 1, high + 1 + len(docs)))
+        codes = [np.ascontiguousarray(doc.codes, dtype=np.int8).tobytes() for doc in docs]
+        conn.executemany(
+            "INSERT INTO documents(rowid, id, text, metadata, n_tokens) VALUES (?, ?, ?, ?, ?)",
+            [
+                (rowid, doc.id, encode_text(doc.text), doc.metadata_json, int(doc.codes.shape[0]))
+                for rowid, doc in zip(added, docs, strict=True)
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO vectors(doc, codes, crc) VALUES (?, ?, ?)",
+            [(rowid, blob, zlib.crc32(blob)) for rowid, blob in zip(added, codes, strict=True)],
+        )
+        conn.executemany(
+            "INSERT INTO doc_centroids(doc, ids) VALUES (?, ?)",
+            [
+                (rowid, doc.centroids.astype(centroid_dtype).tobytes())
+                for rowid, doc in zip(added, docs, strict=True)
+                if doc.centroids is not None
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO documents_fts(rowid, text) VALUES (?, ?)",
+            [(rowid, doc.text) for rowid, doc in zip(added, docs, strict=True)],
+        )
         if added:
-            self._set_meta(conn, {schema.META_ROWID_HIGH: str(high)})
+            new_tokens = sum(int(doc.codes.shape[0]) for doc in docs)
+            self._set_meta(
+                conn,
+                {
+                    schema.META_ROWID_HIGH: str(added[-1]),
+                    schema.META_TOKENS: str(self.token_count() - removed_tokens + new_tokens),
+                },
+            )
         return replaced, added
 
     def rowid_high(self) -> int:
-        """The highest rowid ever given to a document (0 for none), from meta and the rows.
-
-        Files written before the ``rowid_high`` mark existed fall back to ``max(rowid)``.
-        """
+        """The highest rowid ever given to a document (0 for none): the ``rowid_high`` meta
+        mark, its one source of truth (schema 3 set it on files written before it)."""
         row = self._conn.execute(
-            "SELECT max(coalesce((SELECT max(rowid) FROM documents), 0), "
-            "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0))",
-            (schema.META_ROWID_HIGH,),
+            "SELECT value FROM meta WHERE key = ?", (schema.META_ROWID_HIGH,)
         ).fetchone()
-        return int(row[0])
+        return 0 if row is None else int(row[0])
 
     def rowids(self) -> npt.NDArray[np.int64]:
         """Every document's rowid, sorted (read from the small ``id`` index, not the rows)."""
@@ -559,15 +603,29 @@ class Store:
     def delete(self, conn: sqlite3.Connection, ids: Sequence[str]) -> list[int]:
         """Delete documents by id inside a transaction; returns the rowids removed."""
         rowids = list(self.rowids_of(ids).values())
-        self._delete_rowids(conn, rowids)
+        removed_tokens = self._delete_rowids(conn, rowids)
+        if rowids:
+            self._set_meta(conn, {schema.META_TOKENS: str(self.token_count() - removed_tokens)})
         return rowids
 
-    @staticmethod
-    def _delete_rowids(conn: sqlite3.Connection, rowids: Sequence[int]) -> None:
+    def _delete_rowids(self, conn: sqlite3.Connection, rowids: Sequence[int]) -> int:
+        """Delete rows (their vectors and centroid ids go by ON DELETE CASCADE, their
+        full-text entries by FTS5's 'delete' with the text they were indexed with); returns
+        the number of tokens they held."""
+        tokens = 0
         for chunk in _chunks(list(rowids)):
             marks = ",".join("?" * len(chunk))
-            # vectors go by ON DELETE CASCADE
+            rows = conn.execute(
+                f"SELECT rowid, text, n_tokens FROM documents WHERE rowid IN ({marks})",
+                list(chunk),
+            ).fetchall()
+            conn.executemany(
+                "INSERT INTO documents_fts(documents_fts, rowid, text) VALUES ('delete', ?, ?)",
+                [(rowid, decode_text(text)) for rowid, text, _ in rows],
+            )
+            tokens += sum(int(n) for _, _, n in rows)
             conn.execute(f"DELETE FROM documents WHERE rowid IN ({marks})", list(chunk))
+        return tokens
 
     # ---------------------------------------------------------------- vectors
 
@@ -595,12 +653,15 @@ class Store:
             )
         return self._pack(rows)
 
-    def iter_vectors(self, max_tokens: int = 262_144) -> Iterator[PackedVectors]:
-        """Every document's vectors, in packs of about ``max_tokens`` tokens, by rowid.
+    def iter_vectors(
+        self, max_tokens: int = 262_144, *, after: int = -1
+    ) -> Iterator[PackedVectors]:
+        """Every document's vectors (with rowid above ``after``), in packs of about
+        ``max_tokens`` tokens, by rowid.
 
         Pages by rowid (keyset), so memory stays near one pack however large the file.
         """
-        last = -1
+        last = after
         while True:
             rows: list[tuple[int, bytes]] = []
             tokens = 0
@@ -626,13 +687,26 @@ class Store:
         rowids: list[int] = []
         lists: list[npt.NDArray[np.uint32]] = []
         for rowid, blob in self._conn.execute(
-            "SELECT doc, centroids FROM vectors WHERE doc > ? AND centroids IS NOT NULL "
-            "ORDER BY doc",
-            (after,),
+            "SELECT doc, ids FROM doc_centroids WHERE doc > ? ORDER BY doc", (after,)
         ):
             rowids.append(int(rowid))
             lists.append(np.frombuffer(blob, dtype=centroid_dtype).astype(np.uint32))
         return np.asarray(rowids, dtype=np.int64), lists
+
+    def doc_centroids_flat(
+        self, centroid_dtype: str, *, after: int = -1
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.unsignedinteger]]:
+        """:meth:`doc_centroids` in CSR form ``(rowids, lengths, flat ids)``: one join of
+        the blobs and one ``frombuffer``, no array per document (the open of a large index
+        reads every document's ids)."""
+        rows = self._conn.execute(
+            "SELECT doc, ids FROM doc_centroids WHERE doc > ? ORDER BY doc", (after,)
+        ).fetchall()
+        width = np.dtype(centroid_dtype).itemsize
+        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        lengths = np.fromiter((len(r[1]) // width for r in rows), dtype=np.int64, count=len(rows))
+        flat = np.frombuffer(b"".join(r[1] for r in rows), dtype=centroid_dtype)
+        return rowids, lengths, flat
 
     def set_doc_centroids(
         self,
@@ -643,11 +717,34 @@ class Store:
     ) -> None:
         """Store each document's unique centroid ids, inside a transaction."""
         conn.executemany(
-            "UPDATE vectors SET centroids = ? WHERE doc = ?",
+            "INSERT OR REPLACE INTO doc_centroids(ids, doc) VALUES (?, ?)",
             [
                 (np.asarray(ids).astype(centroid_dtype).tobytes(), int(rowid))
                 for rowid, ids in zip(rowids, lists, strict=True)
             ],
+        )
+
+    def set_doc_centroids_flat(
+        self,
+        conn: sqlite3.Connection,
+        rowids: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+        flat: npt.NDArray[np.unsignedinteger],
+        centroid_dtype: str,
+    ) -> None:
+        """:meth:`set_doc_centroids` in CSR form (``lengths[i]`` ids of ``flat`` belong to
+        ``rowids[i]``): one conversion of all ids, then byte slices, no array per row."""
+        data = np.ascontiguousarray(flat, dtype=centroid_dtype).tobytes()
+        width = np.dtype(centroid_dtype).itemsize
+        ends = np.cumsum(lengths) * width
+        starts = ends - np.asarray(lengths) * width
+        conn.executemany(
+            "INSERT OR REPLACE INTO doc_centroids(ids, doc) VALUES (?, ?)",
+            zip(
+                (data[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)),
+                rowids.tolist(),
+                strict=True,
+            ),
         )
 
     def centroids(self) -> tuple[int, bytes] | None:
@@ -667,6 +764,43 @@ class Store:
             "ON CONFLICT(id) DO UPDATE SET version = excluded.version, vectors = excluded.vectors",
             (version, blob),
         )
+
+    # -------------------------------------------------------------- full text
+
+    def fts_search(
+        self, match: str, limit: int, *, where: Mapping[str, Any] | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Rowids and BM25 scores (higher is better), best first, of the ``limit`` best
+        full-text matches of ``match``, an FTS5 expression from
+        :func:`edge_colbert.lexical.fts_query` (never user text), among the documents whose
+        metadata match ``where`` when given."""
+        if where is None:
+            rows = self._conn.execute(
+                "SELECT rowid, -bm25(documents_fts) FROM documents_fts "
+                "WHERE documents_fts MATCH ? ORDER BY rank LIMIT ?",
+                (match, int(limit)),
+            ).fetchall()
+        else:
+            sql, params = where_clause(where)
+            rows = self._conn.execute(
+                "SELECT f.rowid, -bm25(documents_fts) AS score FROM documents_fts AS f "
+                "JOIN documents AS d ON d.rowid = f.rowid "
+                f"WHERE documents_fts MATCH ? AND ({sql}) ORDER BY score DESC LIMIT ?",
+                [match, *params, int(limit)],
+            ).fetchall()
+        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        scores = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
+        return rowids, scores
+
+    def fts_integrity_check(self) -> None:
+        """Run FTS5's ``integrity-check`` on the full-text index (a write statement that
+        changes nothing); raises ``sqlite3.DatabaseError`` when the index is damaged."""
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO documents_fts(documents_fts) VALUES ('integrity-check')")
+
+    def fts_tokenizer(self) -> str:
+        """The FTS5 tokenizer the full-text index was built with."""
+        return self.meta().get(schema.META_FTS_TOKENIZER, schema.FTS_ENGLISH)
 
     def size_bytes(self) -> int:
         """Bytes on disk: the file plus its write-ahead log."""

@@ -63,6 +63,12 @@ def metadata_json(value: Any, position: int) -> str:
             f"metadata at position {position} has the key {bad_key!r} "
             f"({type(bad_key).__name__}); metadata keys must be strings."
         )
+    depth = _nesting(value)
+    if depth > MAX_METADATA_DEPTH:
+        raise InvalidInputError(
+            f"metadata at position {position} is nested {depth} levels deep; at most "
+            f"{MAX_METADATA_DEPTH} are stored (SQLite's JSON functions stop at 1000). Flatten it."
+        )
     try:
         text = json.dumps(dict(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as error:
@@ -72,6 +78,31 @@ def metadata_json(value: Any, position: int) -> str:
         ) from None
     check_unicode(text, f"metadata at position {position}")
     return text
+
+
+# Nesting of one document's metadata (dicts and lists), checked without recursion: json
+# would raise RecursionError at about 1,000 levels, SQLite's JSON functions stop at 1000.
+MAX_METADATA_DEPTH = 64
+
+
+def _nesting(value: Any) -> int:
+    """How deep dicts and lists nest in ``value`` (1 for a flat dict), stopping early past
+    :data:`MAX_METADATA_DEPTH`."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_METADATA_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def check_k(k: Any) -> int:
@@ -101,6 +132,13 @@ def ids_for(ids: Sequence[str | int] | None, count: int) -> list[str]:
         raise InvalidInputError(f"ids must be a list; got a {type(ids).__name__}.")
     if len(ids) != count:
         raise InvalidInputError(f"{count} texts but {len(ids)} ids; pass one id per text.")
+    for i, value in enumerate(ids):
+        if isinstance(value, int) and not isinstance(value, bool):
+            # Ids are text: 123 would silently be the same document as "123" and replace it.
+            raise InvalidInputError(
+                f"id at position {i} is the integer {value}; ids are text, and {value} would "
+                f"be the same document as {str(value)!r}. Pass str(id) ({str(value)!r})."
+            )
     doc_ids = [as_id(value, f"id at position {i}") for i, value in enumerate(ids)]
     seen: dict[str, int] = {}
     for i, doc_id in enumerate(doc_ids):

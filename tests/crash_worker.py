@@ -271,6 +271,8 @@ def check_structure(db: Path) -> tuple[str, list[str]]:
             "OR d.n_tokens <= 0",
             (dim,),
         ).fetchall()
+        if "documents_fts" in {r[0] for r in con.execute("SELECT name FROM sqlite_master")}:
+            problems.extend(_check_schema_3(con))
     finally:
         con.close()
     if orphans:
@@ -280,6 +282,50 @@ def check_structure(db: Path) -> tuple[str, list[str]]:
     if bad_sizes:
         problems.append(f"vector blobs of the wrong size for {[r[0] for r in bad_sizes[:5]]}")
     return integrity, problems
+
+
+def _check_schema_3(con: sqlite3.Connection) -> list[str]:
+    """Schema 3's extra promises: FTS5's integrity-check passes, every vector blob matches
+    its crc32, and the ``tokens`` meta count is the sum over the documents."""
+    problems: list[str] = []
+    try:
+        con.execute("INSERT INTO documents_fts(documents_fts) VALUES ('integrity-check')")
+    except sqlite3.DatabaseError as error:
+        problems.append(f"FTS5 integrity-check failed: {error}")
+    bad_crc = [
+        doc
+        for doc, codes, crc in con.execute("SELECT doc, codes, crc FROM vectors")
+        if zlib.crc32(codes) != crc
+    ]
+    if bad_crc:
+        problems.append(f"vector blobs whose crc32 differs: rowids {bad_crc[:5]}")
+    meta = con.execute("SELECT value FROM meta WHERE key = 'tokens'").fetchone()
+    total = con.execute("SELECT total(n_tokens) FROM documents").fetchone()[0]
+    if meta is None or int(meta[0]) != int(total):
+        problems.append(f"meta tokens {meta} but the documents hold {int(total)}")
+    return problems
+
+
+def lost_by_words(db: Path, acknowledged: set[str]) -> list[str]:
+    """Acknowledged documents that the full-text index does not find by their own rare word
+    (the number that ends each text)."""
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        rowids = dict(con.execute("SELECT id, rowid FROM documents"))
+        lost = []
+        for doc in sorted(acknowledged):
+            found = {
+                r[0]
+                for r in con.execute(
+                    "SELECT rowid FROM documents_fts WHERE documents_fts MATCH ?",
+                    (f'"{int(doc[4:])}"',),
+                )
+            }
+            if rowids.get(doc) not in found:
+                lost.append(doc)
+    finally:
+        con.close()
+    return lost
 
 
 def _stored(db: Path) -> tuple[dict[str, str], str | None]:
@@ -294,7 +340,11 @@ def _stored(db: Path) -> tuple[dict[str, str], str | None]:
             doc: zlib.decompress(text).decode("utf-8") if isinstance(text, bytes) else text
             for doc, text in con.execute("SELECT id, text FROM documents")
         }
-        version = con.execute("SELECT value FROM meta WHERE key = 'centroid_version'").fetchone()
+        version = (
+            con.execute("SELECT version FROM centroids").fetchone()
+            if "centroids" in tables
+            else None
+        )
     finally:
         con.close()
     return texts, None if version is None else str(version[0])
@@ -309,6 +359,10 @@ def check_index(db: Path, acknowledged: set[str], *, batch_size: int, grow: bool
     integrity, problems = check_structure(db)
     texts, version = _stored(db)
     lost = sorted(doc for doc in acknowledged if doc not in texts)
+    if texts:
+        unfound = sorted(set(lost_by_words(db, acknowledged)) - set(lost))
+        if unfound:
+            problems.append(f"acknowledged but not found by their words: {unfound[:5]}")
     for doc, text in texts.items():
         if not doc.startswith("doc-"):
             problems.append(f"unexpected id {doc!r}")

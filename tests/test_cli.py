@@ -204,7 +204,9 @@ def test_search_json_gives_matches_as_spans_of_the_text(
     results = json.loads(out)
     assert [r["rank"] for r in results] == [1, 2]
     top = results[0]
-    assert set(top) == {"rank", "id", "score", "text", "metadata", "matches"}
+    assert set(top) == {"rank", "id", "score", "lexical", "semantic", "text", "metadata", "matches"}
+    # Hybrid by default: both signals of a hit that the keyword side found too.
+    assert top["lexical"] > 0 and isinstance(top["semantic"], float)
     assert top["metadata"]["path"].endswith("farm.html")
     assert top["id"].startswith(f"{top['metadata']['path']}#")
     assert {m["text"] for m in top["matches"]} >= {"horse", "bird"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -23,7 +24,9 @@ import pytest
 from crash_worker import (
     check_index,
     check_structure,
+    doc_id,
     doc_text,
+    lost_by_words,
     read_log,
     resume_point,
     start_worker,
@@ -297,3 +300,32 @@ def _snapshot(db: Path) -> list[tuple[str, str, str]]:
         return con.execute("SELECT id, metadata, hex(text) FROM documents ORDER BY id").fetchall()
     finally:
         con.close()
+
+
+def test_the_check_sees_a_damaged_full_text_index(tmp_path: Path, tiny_encoder: Encoder) -> None:
+    """The crash checks can fail: damaged full-text pages break FTS5's integrity-check, and
+    a document whose entries are gone from the full-text index is not found by its rare
+    word (a contentless table cannot compare itself with the text, so the word check is
+    what catches a half-applied delete)."""
+    db = tmp_path / "damaged.db"
+    with Index(db, encoder=tiny_encoder) as index:
+        index.add([doc_text(n) for n in range(BATCH)], ids=[doc_id(n) for n in range(BATCH)])
+    acknowledged = {doc_id(n) for n in range(BATCH)}
+    assert check_index(db, acknowledged, batch_size=BATCH, grow=False).ok
+    shutil.copyfile(db, tmp_path / "pages.db")
+    con = sqlite3.connect(db)
+    with con:  # the FTS entries of rowid 2 (document 1) removed, nothing else
+        con.execute(
+            "INSERT INTO documents_fts(documents_fts, rowid, text) VALUES ('delete', 2, ?)",
+            (doc_text(1),),
+        )
+    con.close()
+    assert lost_by_words(db, acknowledged) == [doc_id(1)]
+    assert not check_index(db, acknowledged, batch_size=BATCH, grow=False).ok
+    pages = tmp_path / "pages.db"
+    con = sqlite3.connect(pages)
+    with con:
+        con.execute("UPDATE documents_fts_data SET block = zeroblob(length(block)) WHERE id > 10")
+    con.close()
+    verdict = check_index(pages, acknowledged, batch_size=BATCH, grow=False)
+    assert any("integrity-check" in problem for problem in verdict.problems), verdict

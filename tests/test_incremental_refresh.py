@@ -68,7 +68,7 @@ def test_reader_refreshes_postings_incrementally(tmp_path: Path, tiny_encoder: E
                 hits = reader.search(texts[101], k=3)
                 reader.store.connection.set_trace_callback(None)
                 assert not any("FROM centroids WHERE" in s and "vectors" in s for s in statements)
-                loads = [s for s in statements if "SELECT doc, centroids FROM vectors" in s]
+                loads = [s for s in statements if "SELECT doc, ids FROM doc_centroids" in s]
                 assert loads and all("doc > -1" not in s for s in loads)
                 assert _postings(reader) == _fresh_postings(path)
             assert hits[0].id == "d44" and hits[0].text == texts[101]

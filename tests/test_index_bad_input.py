@@ -29,8 +29,9 @@ def _rows(path: Path) -> list[tuple[Any, ...]]:
     con = sqlite3.connect(path)
     try:
         return con.execute(
-            "SELECT d.rowid, d.id, d.text, d.metadata, v.codes, v.centroids "
-            "FROM documents d JOIN vectors v ON v.doc = d.rowid ORDER BY d.rowid"
+            "SELECT d.rowid, d.id, d.text, d.metadata, v.codes, v.crc, c.ids "
+            "FROM documents d JOIN vectors v ON v.doc = d.rowid "
+            "LEFT JOIN doc_centroids c ON c.doc = d.rowid ORDER BY d.rowid"
         ).fetchall()
     finally:
         con.close()

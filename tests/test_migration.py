@@ -1,14 +1,17 @@
 """Schema migrations: a file written by an older edge-colbert opens, is upgraded in one
 transaction, keeps every document, ranks as before, and takes new writes.
 
-The version 1 file has version 1's tables: beside each document's codes, the per-token
-float16 scales that version 2 no longer stores (here ``1 / ||codes||``, the scale that
-makes each stored token unit length, as version 1's were up to float16 rounding).
+The version 2 file has version 2's tables: each document's centroid ids in the vectors
+row, no checksum, no full-text table, the centroid version in ``meta`` too, no token count
+and (as files written before it existed) no ``rowid_high`` mark. The version 1 file adds
+the per-token float16 scales that version 2 no longer stores (here ``1 / ||codes||``, the
+scale that makes each stored token unit length, as version 1's were up to float16 rounding).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +32,36 @@ TEXTS = [
 IDS = ["river", "mountain", "cell", "delta", "gene"]
 
 
+def _as_version_2(path: Path) -> None:
+    """Rewrite a current index into schema version 2."""
+    con = sqlite3.connect(path)
+    with con:
+        version = con.execute("SELECT coalesce(max(version), 0) FROM centroids").fetchone()[0]
+        con.execute(
+            "CREATE TABLE vectors_v2 ("
+            "doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE CASCADE, "
+            "codes BLOB NOT NULL, centroids BLOB)"
+        )
+        con.execute(
+            "INSERT INTO vectors_v2(doc, codes, centroids) SELECT v.doc, v.codes, c.ids "
+            "FROM vectors v LEFT JOIN doc_centroids c ON c.doc = v.doc"
+        )
+        for table in ("vectors", "doc_centroids", "documents_fts"):
+            con.execute(f"DROP TABLE {table}")
+        con.execute("ALTER TABLE vectors_v2 RENAME TO vectors")
+        con.execute(
+            "DELETE FROM meta WHERE key IN "
+            "('tokens', 'codec', 'pool_factor', 'fts_tokenizer', 'rowid_high')"
+        )
+        con.execute("INSERT INTO meta VALUES ('centroid_version', ?)", (str(version),))
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+
+
 def _as_version_1(path: Path) -> None:
     """Rewrite a current index into schema version 1: vectors with a scales column."""
+    _as_version_2(path)
     con = sqlite3.connect(path)
     with con:
         rows = con.execute("SELECT doc, codes, centroids FROM vectors").fetchall()
@@ -86,7 +117,7 @@ def test_version_1_is_migrated_on_open(
         got = index.get("gene")
         assert got is not None and got.text == TEXTS[4] and got.metadata == {"n": 4}
         index.add(["the sea is salt"], ids=["salt"])
-        hits = {h.id: h.score for h in index.search("salt sea", k=len(IDS) + 1)}
+        hits = {h.id: h.score for h in index.search("salt sea", k=len(IDS) + 1, mode="semantic")}
         # Stored after the migration, scored like a fresh full-precision encoding.
         fresh = index.rerank("salt sea", ["the sea is salt"])[0][1]
         assert hits["salt"] == pytest.approx(fresh, abs=0.05)
@@ -109,5 +140,62 @@ def test_readonly_open_of_an_old_file_says_to_open_it_for_writing_once(
     path, _ = v1_index
     before = path.read_bytes()
     with pytest.raises(ReadOnlyIndexError, match="without readonly=True to migrate"):
+        Index(path, encoder=tiny_encoder, readonly=True)
+    assert path.read_bytes() == before
+
+
+@pytest.fixture
+def v2_index(tmp_path: Path, tiny_encoder: Encoder) -> tuple[Path, list[tuple[str, float]]]:
+    """A version 2 file with trained centroids, and the ranking it had before."""
+    path = tmp_path / "v2.db"
+    with Index(path, encoder=tiny_encoder, train_tokens=40) as index:
+        index.add(TEXTS, ids=IDS, metadata=[{"n": i} for i in range(len(IDS))])
+        index.delete(["delta"])  # the highest rowid ever given is now above max(rowid)...
+        index.add([TEXTS[3]], ids=["delta"])
+        index.delete(["delta"])  # ...and no row holds it
+        assert index.info()["centroid_version"] >= 1
+        before = [(h.id, h.score) for h in index.search("river sea", k=5, exhaustive=True)]
+    _as_version_2(path)
+    return path, before
+
+
+def test_version_2_is_migrated_with_the_full_text_index_built(
+    v2_index: tuple[Path, list[tuple[str, float]]], tiny_encoder: Encoder
+) -> None:
+    path, before = v2_index
+    with Index(path, encoder=tiny_encoder) as index:
+        info = index.info()
+        assert info["schema_version"] == SCHEMA_VERSION == 3
+        assert info["centroid_version"] >= 1 and info["centroids"] > 0
+        after = [(h.id, h.score) for h in index.search("river sea", k=5, exhaustive=True)]
+        assert after == before
+        # Every stored text is in the full-text index, found by its own words.
+        assert {h.id for h in index.search("gene", k=5, mode="keyword")} == {"gene", "cell"}
+        assert [h.id for h in index.search("mountains", k=5, mode="keyword")] == ["mountain"]
+        index.add(["the sea is salt"], ids=["salt"])
+        assert [h.id for h in index.search("salt", k=5, mode="keyword")] == ["salt"]
+    con = sqlite3.connect(path)
+    meta = dict(con.execute("SELECT key, value FROM meta"))
+    assert "centroid_version" not in meta
+    assert meta["codec"] == "int8" and meta["pool_factor"] == "1"
+    assert meta["fts_tokenizer"] == "porter unicode61"
+    # rowid_high kept the highest rowid ever given (the deleted delta's), not max(rowid).
+    assert int(meta["rowid_high"]) == con.execute("SELECT max(rowid) FROM documents").fetchone()[0]
+    assert int(meta["tokens"]) == con.execute("SELECT sum(n_tokens) FROM documents").fetchone()[0]
+    for codes, crc in con.execute("SELECT codes, crc FROM vectors"):
+        assert zlib.crc32(codes) == crc
+    posted = con.execute("SELECT count(*) FROM doc_centroids").fetchone()[0]
+    assert posted == len(IDS)  # four migrated documents and "salt"
+    con.execute("INSERT INTO documents_fts(documents_fts) VALUES ('integrity-check')")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+
+
+def test_readonly_open_of_a_version_2_file_is_refused_untouched(
+    v2_index: tuple[Path, list[tuple[str, float]]], tiny_encoder: Encoder
+) -> None:
+    path, _ = v2_index
+    before = path.read_bytes()
+    with pytest.raises(ReadOnlyIndexError, match=r"version 2 .* without readonly=True to migrate"):
         Index(path, encoder=tiny_encoder, readonly=True)
     assert path.read_bytes() == before

@@ -4,6 +4,7 @@ read-only opening, the where-filter SQL, and the bytes each stored token costs."
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def _doc(doc_id: str, text: str, tokens: int, seed: int, meta: str = "{}") -> Ne
 
 def test_new_file_records_meta_and_schema(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "index.db"
+    path.parent.mkdir()  # Store does not create folders (a typo must not scatter them)
     store = Store(path, model=MODEL)
     store.close()
     con = sqlite3.connect(path)
@@ -51,8 +53,11 @@ def test_new_file_records_meta_and_schema(tmp_path: Path) -> None:
     con.close()
     assert meta["app"] == "edge-colbert" and meta["schema_version"] == str(SCHEMA_VERSION)
     assert meta["model_identity"] == MODEL.identity and meta["dim"] == "64"
-    assert meta["centroid_version"] == "0" and meta["trained_on_tokens"] == "0"
-    assert {"meta", "documents", "vectors", "centroids"} <= tables
+    assert "centroid_version" not in meta and meta["trained_on_tokens"] == "0"
+    assert meta["tokens"] == "0" and meta["rowid_high"] == "0"
+    assert meta["codec"] == "int8" and meta["pool_factor"] == "1"
+    assert meta["fts_tokenizer"] == "porter unicode61"
+    assert {"meta", "documents", "vectors", "doc_centroids", "centroids", "documents_fts"} <= tables
     assert journal == "wal"
 
 
@@ -245,3 +250,10 @@ def test_bytes_per_token_stay_under_target(tmp_path: Path) -> None:
         store.insert(conn, docs, "uint16")
     store.close()
     assert path.stat().st_size / tokens <= 72
+
+
+def test_internals_doc_states_the_schema_version_of_the_code() -> None:
+    """docs/internals.md describes the tables of one schema version: the code's."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "internals.md").read_text("utf-8")
+    stated = re.findall(r"Tables \(schema version (\d+)", doc)
+    assert stated == [str(SCHEMA_VERSION)], (stated, SCHEMA_VERSION)

@@ -1,0 +1,158 @@
+"""The keyword side of hybrid search: safe FTS5 queries, stopwords, and score fusion.
+
+User text never reaches FTS5 as query syntax: :func:`fts_query` keeps only the words
+(``\\w+`` runs, any script) and quotes each one, so ``"``, ``*``, ``NEAR(``, ``AND``, ``-``
+or ``:`` are plain text, never operators. A part in double quotes stays a phrase (its words,
+re-quoted). :func:`fuse` combines BM25 and MaxSim scores of the same candidates.
+
+Everything here is pure and thread-safe.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "DEFAULT_LEXICAL_WEIGHT",
+    "FUSIONS",
+    "MAX_QUERY_TERMS",
+    "NORM_DEPTH",
+    "STOPWORDS",
+    "Fusion",
+    "fts_query",
+    "fuse",
+    "is_stopword",
+    "query_words",
+]
+
+# A 100 KB query would otherwise become an OR of thousands of terms.
+MAX_QUERY_TERMS = 64
+# Each signal is min-max normalised between its best score and its NORM_DEPTH-th best, so
+# the prefilter's candidates and an exhaustive scan give nearly the same scale.
+NORM_DEPTH = 100
+# Weight of BM25 in the convex combination (chosen on one half of scifact-dev; docs/hybrid.md).
+DEFAULT_LEXICAL_WEIGHT = 0.4
+RRF_K = 60
+
+Fusion = Literal["convex", "rrf"]
+FUSIONS: tuple[str, ...] = ("convex", "rrf")
+
+_WORD = re.compile(r"\w+")
+_PHRASE = re.compile(r'"([^"]*)"')
+
+# English function words; marking or weighting them says nothing about a match.
+_STOPWORD_TEXT = (
+    "a about above after again against all am an and any are as at be because been before "
+    "being below between both but by can could did do does doing down during each few for "
+    "from further had has have having he her here hers herself him himself his how i if "
+    "in into is it its itself just me more most my myself no nor not now of off on once "
+    "only or other our ours ourselves out over own same she should so some such than that "
+    "the their theirs them themselves then there these they this those through to too "
+    "under until up very was we were what when where which while who whom why will with "
+    "would you your yours yourself yourselves"
+)
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+def is_stopword(word: str) -> bool:
+    """Whether ``word`` is an English stopword or holds no letter or digit."""
+    return word.lower() in STOPWORDS or not _WORD.search(word)
+
+
+def query_words(text: str) -> list[str]:
+    """The words of ``text`` (runs of letters, digits and ``_`` in any script), in order."""
+    return _WORD.findall(text)
+
+
+def _quote(words: list[str]) -> str:
+    # \w runs hold no double quote, so no escaping is needed; FTS5 tokenizes inside.
+    return '"' + " ".join(words) + '"'
+
+
+def fts_query(text: str, *, max_terms: int = MAX_QUERY_TERMS) -> str | None:
+    """An FTS5 MATCH expression for ``text``: its words and quoted phrases OR-ed, each one
+    quoted (so no operator of FTS5's syntax survives), repeats dropped, at most
+    ``max_terms`` terms; None when ``text`` holds no word."""
+    terms: list[str] = []
+    seen: set[str] = set()
+    position = 0
+    pieces: list[tuple[bool, str]] = []
+    for found in _PHRASE.finditer(text):
+        pieces.append((False, text[position : found.start()]))
+        pieces.append((True, found.group(1)))
+        position = found.end()
+    pieces.append((False, text[position:]))
+    for is_phrase, piece in pieces:
+        words = query_words(piece)
+        groups = [words] if is_phrase and len(words) > 1 else [[w] for w in words]
+        for group in groups:
+            term = _quote(group)
+            key = term.lower()
+            if key not in seen:
+                seen.add(key)
+                terms.append(term)
+    if not terms:
+        return None
+    return " OR ".join(terms[:max_terms])
+
+
+def _normalise(scores: npt.NDArray[np.float64], depth: int) -> npt.NDArray[np.float64]:
+    """Min-max between the best score and the ``depth``-th best (1 and 0; lower ones go
+    below 0)."""
+    if scores.size == 0:
+        return scores
+    ordered = np.sort(scores)[::-1]
+    high, low = ordered[0], ordered[min(depth, ordered.size) - 1]
+    spread = high - low if high - low > 1e-12 else 1.0
+    normalised: npt.NDArray[np.float64] = (scores - low) / spread
+    return normalised
+
+
+def fuse(
+    semantic: npt.NDArray[np.float32],
+    lexical: npt.NDArray[np.float64],
+    *,
+    weight: float = DEFAULT_LEXICAL_WEIGHT,
+    method: Fusion = "convex",
+    depth: int = NORM_DEPTH,
+) -> npt.NDArray[np.float64]:
+    """Fused scores of candidates with MaxSim scores ``semantic`` and BM25 scores
+    ``lexical`` (higher is better; NaN where the document is not among the keyword hits).
+
+    ``convex``: ``weight * bm25' + (1 - weight) * maxsim'``, each min-max normalised
+    between its best score and its ``depth``-th best (BM25: or 0, no match, when there are
+    fewer keyword hits; a NaN BM25 counts as that low end). ``rrf``: reciprocal rank fusion,
+    ``1 / (60 + rank)`` summed over the two rankings (NaN: no lexical term).
+    """
+    sem = np.asarray(semantic, dtype=np.float64)
+    lex = np.asarray(lexical, dtype=np.float64)
+    matched = ~np.isnan(lex)
+    if method == "rrf":
+        fused = np.zeros(sem.size)
+        sem_rank = np.empty(sem.size)
+        sem_rank[np.argsort(-sem, kind="stable")] = np.arange(sem.size, dtype=np.float64)
+        fused += 1.0 / (RRF_K + 1 + sem_rank)
+        if matched.any():
+            lex_rank = np.full(sem.size, np.inf)
+            hits = np.flatnonzero(matched)
+            lex_rank[hits[np.argsort(-lex[hits], kind="stable")]] = np.arange(
+                hits.size, dtype=np.float64
+            )
+            fused += np.where(matched, 1.0 / (RRF_K + 1 + lex_rank), 0.0)
+        return fused
+    sem_norm = _normalise(sem, depth)
+    if not matched.any():
+        return (1.0 - weight) * sem_norm
+    kept = np.sort(lex[matched])[::-1]
+    high = float(kept[0])
+    # The depth-th keyword hit's score, or 0 (no match) when there are fewer hits.
+    low = float(kept[depth - 1]) if kept.size >= depth else 0.0
+    filled = np.where(matched, lex, low)
+    spread = high - low if high - low > 1e-12 else 1.0
+    lex_norm = (filled - low) / spread
+    fused_convex: npt.NDArray[np.float64] = weight * lex_norm + (1.0 - weight) * sem_norm
+    return fused_convex
