@@ -204,7 +204,9 @@ def test_int8_collection_uses_scalar_quantization(index: Index, tiny_encoder: En
     client = QdrantClient(":memory:")
     push(index, client, "q8", vectors="int8")
     params = client.get_collection("q8").config.params.vectors[VECTOR_NAME]  # type: ignore[index]
-    assert params.quantization_config.scalar.type == models.ScalarType.INT8
+    quantization = params.quantization_config
+    assert isinstance(quantization, models.ScalarQuantization)
+    assert quantization.scalar.type == models.ScalarType.INT8
     # local mode scores the float32 originals, so the ranking is the index's
     want = _exact(index, "river stone", 5)
     assert [h.id for h in search(client, "q8", tiny_encoder, "river stone", k=5)] == [
@@ -396,3 +398,40 @@ def test_scifact_subset_top10_matches_exhaustive_maxsim(tmp_path: Path) -> None:
         got = {h.id for h in search(client, "scifact", encoder, query, k=10)}
         overlaps.append(len(want & got) / 10)
     assert float(np.mean(overlaps)) >= 0.99
+
+
+def test_pushed_points_rank_the_same_in_qdrants_own_engine(
+    index: Index, tiny_encoder: Encoder, tmp_path: Path
+) -> None:
+    """The points a push writes, loaded into qdrant-edge-py (Qdrant's embedded Rust engine,
+    the server's scoring code), rank as the index's exhaustive MaxSim does."""
+    qe = pytest.importorskip("qdrant_edge", reason="optional: pip install qdrant-edge-py")
+    client = QdrantClient(":memory:")
+    push(index, client, "docs")
+    config = qe.EdgeConfig(
+        vectors={
+            VECTOR_NAME: qe.EdgeVectorParams(
+                size=index.store.dim,
+                distance=qe.Distance.Dot,
+                multivector_config=qe.MultiVectorConfig(comparator=qe.MultiVectorComparator.MaxSim),
+            )
+        }
+    )
+    shard = qe.EdgeShard.create(str(tmp_path / "edge"), config)
+    records, _ = client.scroll("docs", limit=100, with_payload=True, with_vectors=True)
+    shard.update(
+        qe.UpdateOperation.upsert_points(
+            [qe.Point(id=str(r.id), vector=r.vector, payload=r.payload) for r in records]
+        )
+    )
+    for query in ("river stone", "music garden light"):
+        vectors = tiny_encoder.encode_queries([query])[0]
+        request = qe.QueryRequest(
+            limit=7,
+            query=qe.Query.Nearest(vectors.tolist(), using=VECTOR_NAME),
+            params=qe.SearchParams(exact=True),
+            with_payload=True,
+        )
+        got = [p.payload["id"] for p in shard.query(request)]
+        assert got == [h.id for h in _exact(index, query, 7)]
+    shard.close()
