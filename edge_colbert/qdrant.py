@@ -147,6 +147,15 @@ def _talking_to(client: QdrantClient, collection: str) -> Iterator[None]:
         ) from error
     except (ConnectionError, TimeoutError) as error:
         raise QdrantUnavailableError(f"cannot reach Qdrant at {where}: {error}") from error
+    except Exception as error:
+        # With prefer_grpc=True the transport errors are grpc.RpcError (grpc is imported only
+        # by the client, so it is recognised by its module rather than imported here).
+        if type(error).__module__.split(".")[0] != "grpc":
+            raise
+        raise QdrantUnavailableError(
+            f"Qdrant at {where} failed a gRPC request on collection {collection!r}: "
+            f"{' '.join(str(error).split())[:300]}"
+        ) from error
 
 
 # ------------------------------------------------------------------------------ collection
@@ -640,4 +649,14 @@ def open_client(target: str, *, timeout: int | None = None) -> QdrantClient:
         return client
     if target == ":memory:":
         return module.QdrantClient(":memory:")  # type: ignore[no-any-return]
-    return module.QdrantClient(path=str(Path(target)))  # type: ignore[no-any-return]
+    folder = Path(target)
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInputError(
+            f"{target} is a file; give a folder for Qdrant's local mode or an http(s):// URL."
+        )
+    try:
+        return module.QdrantClient(path=str(folder))  # type: ignore[no-any-return]
+    except RuntimeError as error:  # the folder is locked by another local-mode client
+        raise QdrantUnavailableError(
+            f"cannot open Qdrant's local storage {target}: {error}"
+        ) from error

@@ -354,6 +354,10 @@ def test_cli_push_local_folder_and_errors(index: Index, tmp_path: Path) -> None:
     assert "0 sent, 40 unchanged" in again.stdout
     client = QdrantClient(path=str(target))
     assert client.count("c").count == 40
+    locked = _cli("push", str(index.path), "--qdrant", str(target), "--collection", "c")
+    assert locked.returncode == 1
+    assert "cannot open Qdrant's local storage" in locked.stderr
+    assert "Traceback" not in locked.stderr
     client.close()
 
     down = _cli(
