@@ -42,6 +42,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edge_colbert.server.command",
     "edge_colbert.push_cli",
     "edge_colbert.files_cli",
+    "edge_colbert.maintenance_cli",
 )
 
 

@@ -1,0 +1,94 @@
+"""The ``check``, ``repair`` and ``backup`` commands (see :mod:`edge_colbert.maintenance`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge_colbert.cli import PROG, _existing_index, _out
+
+__all__ = ["register"]
+
+
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], shared: argparse.ArgumentParser
+) -> None:
+    """Add the ``check``, ``repair`` and ``backup`` subcommands to ``commands``."""
+    check = commands.add_parser(
+        "check",
+        parents=[shared],
+        help="check an index file from end to end (changes nothing)",
+        description="Check DB: its schema (no triggers, views or foreign tables), SQLite's "
+        "integrity check, the full-text index, every document row, every vector blob's "
+        "length and checksum, orphan rows and the centroids. Prints one line per check; "
+        "exit status 0 when all pass, 1 when something is damaged.",
+    )
+    check.add_argument("db", metavar="DB", help="the index file")
+    check.set_defaults(func=_check)
+
+    repair = commands.add_parser(
+        "repair",
+        parents=[shared],
+        help="salvage a damaged index into a repaired file, swapped in atomically",
+        description="Copy every intact document of DB into a new file (documents whose row "
+        "or vectors are damaged are dropped and listed: add them again), rebuild the "
+        "full-text index and the counts, retrain the centroids, compact, check, then swap "
+        "it in with one rename. The old file is kept as DB.before-repair. Killed at any "
+        "point, DB is the old file or the repaired one. Close other programs using DB first.",
+    )
+    repair.add_argument("db", metavar="DB", help="the index file")
+    repair.set_defaults(func=_repair)
+
+    backup = commands.add_parser(
+        "backup",
+        parents=[shared],
+        help="copy an index into one self-contained file, safe to copy or sync",
+        description="Write a consistent snapshot of DB to OUT with SQLite's online backup "
+        "(writers may go on meanwhile). OUT is one file with no -wal beside it. Copying only "
+        "DB itself is not safe: recent commits may still sit in DB-wal.",
+    )
+    backup.add_argument("db", metavar="DB", help="the index file")
+    backup.add_argument("out", metavar="OUT", help="the backup file to write (must not exist)")
+    backup.set_defaults(func=_backup)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from edge_colbert.maintenance import check_index
+
+    report = check_index(_existing_index(args.db))
+    for passed in report.passed:
+        _out(f"ok    {passed}")
+    for problem in report.problems:
+        _out(f"FAIL  {problem}")
+    if report.ok:
+        _out(f"{args.db}: all {len(report.passed)} checks passed")
+        return 0
+    _out(
+        f"{args.db}: {len(report.problems)} problem(s); keep a copy "
+        f"(`{PROG} backup {args.db} COPY`), then run `{PROG} repair {args.db}`"
+    )
+    return 1
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from edge_colbert.maintenance import repair_index
+
+    report = repair_index(_existing_index(args.db))
+    for name, why in report.dropped:
+        _out(f"dropped {name}: {why}")
+    for note in report.notes:
+        _out(f"note: {note}")
+    trained = "centroids retrained" if report.retrained else "no centroids trained"
+    kept = f"the damaged original is {report.previous}" if report.previous else ""
+    _out(
+        f"{args.db}: repaired; kept {report.kept} documents, dropped {len(report.dropped)}; "
+        f"{trained}. {kept}".rstrip()
+    )
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from edge_colbert.maintenance import backup_index
+
+    out = backup_index(_existing_index(args.db), args.out)
+    _out(f"{args.db}: backed up to {out} ({out.stat().st_size:,} bytes, one file)")
+    return 0
