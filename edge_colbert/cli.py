@@ -43,6 +43,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edge_colbert.push_cli",
     "edge_colbert.files_cli",
     "edge_colbert.maintenance_cli",
+    "edge_colbert.mcp_server",
 )
 
 
