@@ -173,14 +173,10 @@ def optimize(src: Path, dst: Path, *, backbone: Any, bert_like: bool) -> dict[st
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8: per-channel signed weights, full range (VNNI and ARM dot-product
-    kernels take s8 weights without the saturation that needs reduce_range on plain AVX2)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """Full dynamic int8 of every quantizable node (see :func:`.int8.quantize`)."""
+    from .int8 import quantize
 
-    quantize_dynamic(
-        str(src), str(dst), per_channel=True, reduce_range=False, weight_type=QuantType.QInt8,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )  # fmt: skip
+    quantize(src, dst)
 
 
 def to_fp16(src: Path, dst: Path) -> None:

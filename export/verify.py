@@ -71,6 +71,35 @@ def ranking_kept(
     return True, f"top-1 kept, top-{top} overlap {mean:.2f}"
 
 
+def compare_graph(
+    folder: Path,
+    model_file: str,
+    queries: Sequence[str],
+    docs: Sequence[str],
+    ref_queries: Sequence[np.ndarray],
+    ref_docs: Sequence[np.ndarray],
+    *,
+    language: str | None = None,
+) -> dict[str, Any]:
+    """Encode with the runtime Encoder and compare with the reference, raising nothing but a
+    shape mismatch: smallest per-token cosines, whether the ranking is kept, and why."""
+    from edge_colbert.encoder import Encoder
+
+    encoder = Encoder(
+        folder, providers=["CPUExecutionProvider"], threads=2, model_file=model_file,
+        language=language,
+    )  # fmt: skip
+    got_q = encoder.encode_queries(list(queries))
+    got_d = encoder.encode_documents(list(docs))
+    kept, why = ranking_kept(maxsim(ref_queries, ref_docs), maxsim(got_q, got_d))
+    return {
+        "query_min_cosine": token_cosines(ref_queries, got_q, "query"),
+        "document_min_cosine": token_cosines(ref_docs, got_d, "document"),
+        "ranking_kept": kept,
+        "ranking": why,
+    }
+
+
 def check_graph(
     folder: Path,
     model_file: str,
@@ -88,16 +117,10 @@ def check_graph(
     ``fix`` is the advice a changed ranking ends with: the caller knows which option made
     the graph.
     """
-    from edge_colbert.encoder import Encoder
-
-    encoder = Encoder(
-        folder, providers=["CPUExecutionProvider"], threads=2, model_file=model_file,
-        language=language,
-    )  # fmt: skip
-    got_q = encoder.encode_queries(list(queries))
-    got_d = encoder.encode_documents(list(docs))
-    q_cos = token_cosines(ref_queries, got_q, "query")
-    d_cos = token_cosines(ref_docs, got_d, "document")
+    compared = compare_graph(
+        folder, model_file, queries, docs, ref_queries, ref_docs, language=language
+    )
+    q_cos, d_cos = compared["query_min_cosine"], compared["document_min_cosine"]
     result: dict[str, Any] = {"query_min_cosine": q_cos, "document_min_cosine": d_cos}
     if exact:
         if min(q_cos, d_cos) <= MIN_COSINE:
@@ -107,12 +130,11 @@ def check_graph(
                 "nothing was written. Report this checkpoint as unsupported."
             )
     else:
-        kept, why = ranking_kept(maxsim(ref_queries, ref_docs), maxsim(got_q, got_d))
-        result["ranking"] = why
-        if not kept:
+        result["ranking"] = compared["ranking"]
+        if not compared["ranking_kept"]:
             raise ExportError(
-                f"{model_file} changes the reference ranking ({why}; smallest per-token "
-                f"cosine {min(q_cos, d_cos):.4f}); {fix} Nothing was written."
+                f"{model_file} changes the reference ranking ({compared['ranking']}; smallest "
+                f"per-token cosine {min(q_cos, d_cos):.4f}); {fix} Nothing was written."
             )
     logger.info("%s verified: %s", model_file, result)
     return result

@@ -33,26 +33,31 @@ def _copy_tokenizer(folder: Path) -> None:
         shutil.copy(MINILM / name, folder / name)
 
 
-def _backbone(family: str, seed: int, **extra: Any) -> Any:
-    """A random model of ``family`` (bert, modernbert, xlm-roberta, xmod)."""
+def _backbone(
+    family: str, seed: int, *, hidden: int = 32, layers: int = 2, heads: int = 2, **extra: Any
+) -> Any:
+    """A random model of ``family`` (bert, modernbert, xlm-roberta, xmod), 32 wide and 2
+    layers deep unless told otherwise."""
     import transformers as tf
 
     torch.manual_seed(seed)
+    size = {**SMALL, "hidden_size": hidden, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "intermediate_size": 2 * hidden}  # fmt: skip
     if family == "modernbert":
         config = tf.ModernBertConfig(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            vocab_size=30522, max_position_embeddings=256, pad_token_id=0, cls_token_id=101,
-            sep_token_id=102, bos_token_id=101, eos_token_id=102, local_attention=16,
-            global_attn_every_n_layers=2, **extra,
+            hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+            intermediate_size=2 * hidden, vocab_size=30522, max_position_embeddings=256,
+            pad_token_id=0, cls_token_id=101, sep_token_id=102, bos_token_id=101,
+            eos_token_id=102, local_attention=16, global_attn_every_n_layers=2, **extra,
         )  # fmt: skip
         return tf.ModernBertModel(config)
     if family == "xlm-roberta":
-        return tf.XLMRobertaModel(tf.XLMRobertaConfig(pad_token_id=0, **SMALL, **extra))
+        return tf.XLMRobertaModel(tf.XLMRobertaConfig(pad_token_id=0, **size, **extra))
     if family == "xmod":
         config = tf.XmodConfig(pad_token_id=0, languages=["en_XX", "de_DE"],
-                               default_language="en_XX", **SMALL, **extra)  # fmt: skip
+                               default_language="en_XX", **size, **extra)  # fmt: skip
         return tf.XmodModel(config)
-    return tf.BertModel(tf.BertConfig(**SMALL, **extra))
+    return tf.BertModel(tf.BertConfig(**size, **extra))
 
 
 def make_stanford(folder: Path, seed: int = 0) -> Path:
@@ -87,25 +92,39 @@ def _dense(folder: Path, in_f: int, out_f: int, activation: str, seed: int, **cf
 
 
 def make_pylate(
-    folder: Path, family: str = "bert", seed: int = 0, *, settings: dict[str, Any] | None = None
+    folder: Path,
+    family: str = "bert",
+    seed: int = 0,
+    *,
+    settings: dict[str, Any] | None = None,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    single_dense: int | None = None,
 ) -> Path:
-    """A PyLate-layout checkpoint: Transformer + Dense(32->48, Tanh) + Dense(48->24, residual)."""
+    """A PyLate-layout checkpoint: Transformer + Dense(hidden->48, Tanh) + Dense(48->24,
+    residual); with ``single_dense=N``, one Dense(hidden->N) as PyLate makes by default."""
     folder.mkdir(parents=True)
     tokenizer = AutoTokenizer.from_pretrained(MINILM)
     tokenizer.add_tokens(["[Q] ", "[D] "])
-    model = _backbone(family, seed)
+    model = _backbone(family, seed, hidden=hidden, layers=layers, heads=heads)
     model.resize_token_embeddings(len(tokenizer))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 120}))
-    _dense(folder / "1_Dense", 32, 48, "torch.nn.modules.activation.Tanh", seed + 1)
-    _dense(folder / "2_Dense", 48, 24, "torch.nn.modules.linear.Identity", seed + 2,
-           use_residual=True)  # fmt: skip
+    dense = "pylate.models.Dense.Dense"
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
-        {"idx": 2, "name": "2", "path": "2_Dense", "type": "pylate.models.Dense.Dense"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": dense},
     ]
+    if single_dense is not None:
+        _dense(folder / "1_Dense", hidden, single_dense, "torch.nn.modules.linear.Identity",
+               seed + 1)  # fmt: skip
+    else:
+        _dense(folder / "1_Dense", hidden, 48, "torch.nn.modules.activation.Tanh", seed + 1)
+        _dense(folder / "2_Dense", 48, 24, "torch.nn.modules.linear.Identity", seed + 2,
+               use_residual=True)  # fmt: skip
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": dense})
     (folder / "modules.json").write_text(json.dumps(modules))
     config = {"model_type": "ColBERT", "query_prefix": "[Q] ", "document_prefix": "[D] ",
               "query_length": 16, "document_length": 48, "do_query_expansion": True,
