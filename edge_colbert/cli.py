@@ -250,8 +250,11 @@ def _run_index(args: argparse.Namespace) -> int:
 
 
 def _parse_where(items: Sequence[str]) -> dict[str, Any] | None:
+    from edge_colbert.validation import check_unicode
+
     where: dict[str, Any] = {}
     for item in items:
+        check_unicode(item, f"--where {item!r}")  # bytes that are not UTF-8 in argv
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise InvalidInputError(f"--where takes KEY=VALUE, got {item!r}")
@@ -263,6 +266,12 @@ def _parse_where(items: Sequence[str]) -> dict[str, Any] | None:
                 value = json.loads(raw)  # numbers, true/false, null; anything else is text
             except json.JSONDecodeError:
                 value = raw
+        if key in where and where[key] != value:
+            # Every --where is required, and one key holds one value: both cannot hold.
+            raise InvalidInputError(
+                f"--where gives {key!r} twice ({where[key]!r} and {value!r}); every --where "
+                "must hold and a key has one value, so nothing could match. Give each key once."
+            )
         where[key] = value
     return where or None
 
@@ -273,6 +282,9 @@ def _run_search(args: argparse.Namespace) -> int:
     path = _existing_index(args.db)
     if not args.query.strip():
         raise InvalidInputError("the query is empty; give some words to search for")
+    from edge_colbert.validation import check_unicode
+
+    check_unicode(args.query, "the query (bytes that are not UTF-8 in the command line)")
     where = _parse_where(args.where)
     # Keyword mode reads the full-text index alone: no model is loaded.
     encoder = None if args.mode == "keyword" else _encoder(args)

@@ -245,3 +245,36 @@ def test_a_migrated_file_passes_the_exact_check_afterwards(
     conn.close()
     with pytest.raises(IndexFileError, match="trigger"):
         check_file(path)
+
+
+# ------------------------------------------------------------------- CLI
+
+
+def _cli(*args: str | bytes) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_colbert", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
+def test_cli_query_and_where_edge_cases(
+    tmp_path: Path, tiny_encoder: Encoder, tiny_model_dir: Path
+) -> None:
+    db = tmp_path / "cli.db"
+    with Index(db, encoder=tiny_encoder) as index:
+        index.add(NOTES, ids=["water", "sun", "river"], metadata=[{"café": 1}, {}, {"n": 2}])
+    model = ["--model", str(tiny_model_dir)]
+    # A query argument that is not UTF-8: one line, exit 1, no traceback.
+    broken = _cli(*model, "search", str(db), b"\xff\xfe water")
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    assert len(broken.stderr.strip().splitlines()) == 1 and "UTF-8" in broken.stderr
+    # One key given twice with two values cannot match: refused, not the last one kept.
+    twice = _cli(*model, "search", str(db), "water", "--where", "n=1", "--where", "n=2")
+    assert twice.returncode == 1 and "twice" in twice.stderr
+    # A non-ASCII key is a key like any other.
+    accented = _cli(*model, "search", str(db), "water", "--where", "café=1", "--json")
+    assert accented.returncode == 0, accented.stderr
+    assert '"id": "water"' in accented.stdout
