@@ -40,10 +40,9 @@ class Score:
     ranking_kept: bool
     ranking: str
 
-    @property
-    def acceptable(self) -> bool:
-        """Ranking kept and every token vector within :data:`INT8_MIN_COSINE`."""
-        return self.ranking_kept and self.min_cosine >= INT8_MIN_COSINE
+    def acceptable(self, min_cosine: float = INT8_MIN_COSINE) -> bool:
+        """Ranking kept and every token vector at least ``min_cosine`` from the reference."""
+        return self.ranking_kept and self.min_cosine >= min_cosine
 
 
 @dataclass
@@ -55,12 +54,13 @@ class Int8Plan:
     full_int8: Score
     final: Score
     trials: int
+    min_cosine: float = INT8_MIN_COSINE
     sensitivity: dict[str, float] = field(default_factory=dict)
 
     def manifest_record(self) -> dict[str, Any]:
         """The manifest's ``extra.int8`` (docs/model-folder.md)."""
         return {
-            "min_cosine_required": INT8_MIN_COSINE,
+            "min_cosine_required": self.min_cosine,
             "min_cosine": self.final.min_cosine,
             "ranking": self.final.ranking,
             "full_int8_min_cosine": self.full_int8.min_cosine,
@@ -119,9 +119,16 @@ def quantize(
     )  # fmt: skip
 
 
-def accurate_int8(src: Path, dst: Path, measure: Callable[[Path], Score]) -> Int8Plan:
-    """Write to ``dst`` the int8 graph of ``src`` with the fewest float32 nodes that passes
-    ``measure`` (which scores a graph file against the reference).
+def accurate_int8(
+    src: Path,
+    dst: Path,
+    measure: Callable[[Path], Score],
+    *,
+    min_cosine: float = INT8_MIN_COSINE,
+) -> Int8Plan:
+    """Write to ``dst`` the int8 graph of ``src`` with the fewest float32 nodes (along the
+    sensitivity order) whose ``measure`` (a graph file scored against the reference) keeps
+    the ranking and a smallest per-token cosine of ``min_cosine``.
 
     Raises ExportError when only the all-float32 graph passes (then int8 gains nothing).
     """
@@ -130,9 +137,9 @@ def accurate_int8(src: Path, dst: Path, measure: Callable[[Path], Score]) -> Int
     quantize(src, dst)
     full = measure(dst)
     trials = 1
-    if full.acceptable:
+    if full.acceptable(min_cosine):
         logger.info("full int8 kept the reference (smallest cosine %.4f)", full.min_cosine)
-        return Int8Plan(candidates, [], full, full, trials)
+        return Int8Plan(candidates, [], full, full, trials, min_cosine)
     logger.info(
         "full int8: smallest cosine %.4f, %s; measuring %d nodes one by one",
         full.min_cosine, full.ranking, len(candidates),
@@ -152,12 +159,12 @@ def accurate_int8(src: Path, dst: Path, measure: Callable[[Path], Score]) -> Int
 
     # Doubling, then bisection between the last failing and the first passing count.
     failing, count = 0, 1
-    while count < len(order) and not passes(count).acceptable:
+    while count < len(order) and not passes(count).acceptable(min_cosine):
         failing, count = count, min(2 * count, len(order))
     passing = count
     while passing - failing > 1:
         middle = (failing + passing) // 2
-        if passes(middle).acceptable:
+        if passes(middle).acceptable(min_cosine):
             passing = middle
         else:
             failing = middle
@@ -169,11 +176,11 @@ def accurate_int8(src: Path, dst: Path, measure: Callable[[Path], Score]) -> Int
             "Nothing was written."
         )
     final = passes(passing)
-    if not final.acceptable:  # the bisection's last trial was another count
+    if not final.acceptable(min_cosine):  # the bisection's last trial was another count
         raise ExportError(f"int8 with {passing} float32 nodes no longer passes ({final.ranking})")
     kept = order[:passing]
     logger.info(
         "int8 keeps %d of %d nodes float32 (%s): smallest cosine %.4f, %s",
         len(kept), len(candidates), ", ".join(kept), final.min_cosine, final.ranking,
     )  # fmt: skip
-    return Int8Plan(candidates, kept, full, final, trials, sensitivity)
+    return Int8Plan(candidates, kept, full, final, trials, min_cosine, sensitivity)

@@ -60,12 +60,14 @@ def _backbone(
     return tf.BertModel(tf.BertConfig(**size, **extra))
 
 
-def make_stanford(folder: Path, seed: int = 0) -> Path:
+def make_stanford(
+    folder: Path, seed: int = 0, *, hidden: int = 32, layers: int = 2, heads: int = 2
+) -> Path:
     """BERT in Stanford ColBERT layout: HF_ColBERT, bert.* + linear.weight, artifact.metadata."""
     folder.mkdir(parents=True)
-    model = _backbone("bert", seed)
+    model = _backbone("bert", seed, hidden=hidden, layers=layers, heads=heads)
     state = {f"bert.{k}": v.contiguous() for k, v in model.state_dict().items()}
-    state["linear.weight"] = torch.randn(24, 32) * 0.2
+    state["linear.weight"] = torch.randn(24, hidden) * 0.2
     save_file(state, str(folder / "model.safetensors"))
     config = model.config.to_dict()
     config["architectures"] = ["HF_ColBERT"]
