@@ -283,7 +283,7 @@ class FolderSync:
         self._seen.add(text_key)
         old = self.stored.get(text_key)
         try:
-            info = found.path.stat()
+            info = found.stat if found.stat is not None else found.path.stat()
         except OSError as error:
             self._skip_file(found.path, text_key, old, _reason(error))
             return None
