@@ -229,6 +229,40 @@ def test_a_read_only_service_follows_another_writer(
         assert service.document("letter") is not None
 
 
+def test_highlights_from_stored_vectors_match_encoding_the_hits_again(
+    db: Path, tiny_encoder: Encoder
+) -> None:
+    from edge_colbert.highlight import match_spans
+    from edge_colbert.index import Hit
+    from edge_colbert.server.spans import hit_spans
+
+    with Index(db, encoder=tiny_encoder, readonly=True) as index:
+        for query in ["bread and milk", "the boy will read a book", "play music in the garden"]:
+            hits = index.search(query, 10)
+            expected = match_spans(tiny_encoder, query, [hit.text for hit in hits])
+            assert hit_spans(index, tiny_encoder, query, hits) == expected
+        # A hit whose text changed after the search (or that is gone) is encoded again.
+        changed = [Hit(hits[0].id, 1.0, "she likes to drink milk"), Hit("gone", 1.0, "milk")]
+        assert hit_spans(index, tiny_encoder, "milk", changed) == match_spans(
+            tiny_encoder, "milk", [hit.text for hit in changed]
+        )
+
+
+def test_highlights_of_a_pooled_index_encode_the_hits(
+    tmp_path: Path, tiny_encoder: Encoder
+) -> None:
+    from edge_colbert.highlight import match_spans
+    from edge_colbert.server.spans import hit_spans
+
+    texts = list(TOPICS.values())
+    with Index(tmp_path / "pooled.db", encoder=tiny_encoder, pool_factor=2) as index:
+        index.add(texts)
+        hits = index.search("bread and milk", 5)
+        assert hit_spans(index, tiny_encoder, "bread and milk", hits) == match_spans(
+            tiny_encoder, "bread and milk", [hit.text for hit in hits]
+        )
+
+
 # ------------------------------------------------------------------- the real command
 
 
@@ -420,7 +454,10 @@ def test_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) 
 
 def test_allow_remote_prints_a_warning(server_extra: None, db: Path, tiny_model_dir: Path) -> None:
     port = _free_port()
-    remote = Served(db, tiny_model_dir, "--host", "0.0.0.0", "--allow-remote", "--port", str(port))
+    # -q still prints the address (the only way to learn a --port 0 one) and the warning.
+    remote = Served(
+        db, tiny_model_dir, "-q", "--host", "0.0.0.0", "--allow-remote", "--port", str(port)
+    )
     try:
         assert remote.url == f"http://0.0.0.0:{port}/"
         code, _, err = remote.stop()

@@ -28,7 +28,8 @@ CHROMIUM_ARGS = [
 ]
 # Short notes on unrelated subjects, one file each, as `index` would store them.
 NOTES = {
-    "volcanoes.md": "Volcanoes erupt when magma rises through the crust. Pressure from "
+    # The emoji (one code point, two UTF-16 units) checks that the page converts offsets.
+    "volcanoes.md": "🌋 Volcanoes erupt when magma rises through the crust. Pressure from "
     "dissolved gases pushes molten rock and ash out of the vent, and lava flows down the slopes.",
     "bread.md": "To bake bread, mix flour, water, yeast and salt, knead the dough until it is "
     "smooth, let it rise for two hours, then bake it in a hot oven until the crust is brown.",
@@ -131,7 +132,8 @@ def test_typing_a_query_shows_ranked_highlighted_results(
     marked = [text.lower() for text in top.locator("mark").all_inner_texts()]
     assert any("volcano" in text or "erupt" in text for text in marked), marked
     # The highlights are the passage's own words, in order, not markup from the text.
-    assert top.locator(".passage").inner_text().startswith("Volcanoes erupt")
+    assert top.locator(".passage").inner_text().startswith("🌋 Volcanoes erupt")
+    assert all(re.fullmatch(r"[\w\s]+", text) for text in marked), marked  # whole words
     # The query is kept in the address, so a reload or a bookmark repeats it.
     assert "q=how+do+volcanoes+erupt" in page.url
     # Keyboard: down selects the first hit, Escape goes back to the search box.

@@ -14,7 +14,7 @@ import ipaddress
 import socket
 import sys
 
-from edge_colbert.cli import PROG, _encoder, _existing_index, _open_index, _say, _warn
+from edge_colbert.cli import PROG, _encoder, _existing_index, _open_index, _out, _say, _warn
 from edge_colbert.errors import InvalidInputError
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "bind_socket", "is_loopback", "register"]
@@ -166,7 +166,8 @@ def run_serve(args: argparse.Namespace) -> int:
                 timeout_graceful_shutdown=GRACEFUL_SECONDS,
             )
             server = uvicorn.Server(config)
-            _say(args, f"serving {args.db} on {_url(sock)}  (API: {_url(sock)}docs; Ctrl-C stops)")
+            # Printed even with -q: with --port 0 it is the only way to learn the address.
+            _out(f"serving {args.db} on {_url(sock)}  (API: {_url(sock)}docs; Ctrl-C stops)")
             sys.stdout.flush()
             # uvicorn re-raises the Ctrl-C it handled, once the server has already stopped.
             with contextlib.suppress(KeyboardInterrupt):

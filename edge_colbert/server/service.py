@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_colbert.errors import InvalidInputError
-from edge_colbert.highlight import best_passage, match_spans
+from edge_colbert.highlight import best_passage
+from edge_colbert.server.spans import hit_spans
 
 if TYPE_CHECKING:
     from edge_colbert.encoder import Encoder
@@ -172,8 +173,8 @@ class SearchService:
     ) -> dict[str, Any]:
         """The ``k`` best chunks for ``query`` with their passages and highlights.
 
-        ``highlight=False`` leaves the matched words out (empty ``highlights``): finding
-        them re-encodes every hit, which costs more than the search itself.
+        ``highlight=False`` leaves the matched words out (empty ``highlights``), for
+        clients that do not show them.
 
         Raises:
             InvalidInputError: empty query, k out of 1..MAX_K, a mode this index does not
@@ -196,8 +197,7 @@ class SearchService:
             filters["path"] = self._paths_under(path_prefix.strip(), filters.get("path"))
         mode = mode or self.default_mode
         hits = self._hits(query, k, mode, filters or None)
-        texts = [hit.text for hit in hits]
-        spans = match_spans(self.encoder, query, texts) if highlight and hits else [[]] * len(hits)
+        spans = hit_spans(self.index, self.encoder, query, hits) if highlight else [[]] * len(hits)
         return {
             "query": query,
             "k": k,

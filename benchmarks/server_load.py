@@ -1,0 +1,193 @@
+"""Latency of `edge-colbert serve` under 10 concurrent clients, side by side with
+`Index.search` in-process, in one run.
+
+The same SciFact queries go, in order:
+
+1. to ``Index.search`` in this process, one at a time (the reference);
+2. to ``Index.search`` from ``--clients`` threads at once (what concurrency alone costs on
+   these cores);
+3. to ``SearchService.search`` in this process (the search plus the highlights, what the
+   server computes per request);
+4. over HTTP to a real ``edge-colbert serve`` (uvicorn on 127.0.0.1) from ``--clients``
+   threads at once, with ``highlight=false`` and then with the highlights the page shows.
+
+Every phase reports p50/p95 latency per request and requests per second. ``--build`` first
+indexes SciFact into ``--db`` (documents as ``title + " " + text``) when it is not there.
+
+    python benchmarks/server_load.py --db /tmp/scifact.db --build --requests 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import latency_ms, machine_description, run_header
+from benchmarks.eval_scifact import DEFAULT_SCIFACT, load_dataset
+
+logger = logging.getLogger("server_load")
+
+
+def build(db: Path, data_dir: Path, limit: int | None) -> None:
+    """Index SciFact (or its first ``limit`` documents) into ``db``."""
+    from edge_colbert.index import Index
+
+    data = load_dataset(data_dir)
+    ids, texts = data.doc_ids[:limit], data.doc_texts[:limit]
+    began = time.perf_counter()
+    with Index(db) as index:
+        for start in range(0, len(texts), 512):
+            index.add(texts[start : start + 512], ids=ids[start : start + 512])
+            print(f"  indexed {min(start + 512, len(texts))}/{len(texts)}", flush=True)
+    print(f"built {db} ({len(texts)} documents) in {time.perf_counter() - began:.0f} s")
+
+
+def timed_calls(
+    call: Callable[[str], Any], queries: Sequence[str], clients: int
+) -> tuple[list[float], float]:
+    """Each query through ``call`` from ``clients`` threads; latencies (s) and wall time."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def one(query: str) -> None:
+        began = time.perf_counter()
+        call(query)
+        spent = time.perf_counter() - began
+        with lock:
+            latencies.append(spent)
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(one, queries))
+    return latencies, time.perf_counter() - began
+
+
+def start_server(db: Path) -> tuple[subprocess.Popen[str], str]:
+    """``edge-colbert serve DB --port 0``; returns the process and its URL once it answers."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge_colbert", "-q", "serve", str(db), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    found = re.search(r"on (http://\S+/)", line)
+    if not found:
+        process.kill()
+        raise SystemExit(f"the server did not start: {line!r} {process.communicate()[1]}")
+    return process, found.group(1)
+
+
+def http_search(url: str, k: int, highlight: bool) -> Callable[[str], Any]:
+    def call(query: str) -> Any:
+        params = urllib.parse.urlencode({"q": query, "k": k, "highlight": str(highlight).lower()})
+        with urllib.request.urlopen(f"{url}api/search?{params}", timeout=300) as response:
+            body = json.loads(response.read())
+        if not body["hits"]:
+            raise RuntimeError(f"no hits for {query!r}")
+        return body
+
+    return call
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, required=True, help="the index to serve")
+    parser.add_argument("--build", action="store_true", help="index SciFact into --db first")
+    parser.add_argument("--data", type=Path, default=DEFAULT_SCIFACT, help="SciFact folder")
+    parser.add_argument("--limit", type=int, default=None, help="documents to build (all)")
+    parser.add_argument("--clients", type=int, default=10, help="concurrent clients (10)")
+    parser.add_argument("--requests", type=int, default=20, help="requests per client (20)")
+    parser.add_argument("-k", type=int, default=10, help="hits per search (10)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    # SciFact claims longer than the query window are cut; that is expected here.
+    logging.getLogger("edge_colbert.encoder").setLevel(logging.ERROR)
+
+    if args.build and not args.db.exists():
+        build(args.db, args.data, args.limit)
+    queries = load_dataset(args.data).query_texts[: args.clients * args.requests]
+    sequential = queries[: max(args.requests * 2, 20)]
+
+    from edge_colbert.encoder import Encoder
+    from edge_colbert.index import Index
+    from edge_colbert.server.service import SearchService
+
+    rows: list[tuple[str, int, dict[str, float], float, int]] = []
+
+    def record(name: str, clients: int, latencies: list[float], wall: float) -> None:
+        rows.append((name, clients, latency_ms(latencies), len(latencies) / wall, len(latencies)))
+        p = rows[-1][2]
+        print(f"  {name}: p50 {p['p50']:.1f} ms, p95 {p['p95']:.1f} ms", flush=True)
+
+    encoder = Encoder()
+    with Index(args.db, encoder=encoder, readonly=True) as index:
+        info = index.info()
+        index.search(queries[0], args.k)  # warm: model, file pages, prefilter
+        record(
+            "Index.search, in-process",
+            1,
+            *timed_calls(lambda q: index.search(q, args.k), sequential, 1),
+        )
+        record(
+            "Index.search, in-process threads",
+            args.clients,
+            *timed_calls(lambda q: index.search(q, args.k), queries, args.clients),
+        )
+        service = SearchService(index, encoder)
+        record(
+            "SearchService.search (+ highlights), in-process",
+            1,
+            *timed_calls(lambda q: service.search(q, k=args.k), sequential, 1),
+        )
+
+    process, url = start_server(args.db)
+    try:
+        http_search(url, args.k, True)(queries[0])  # warm the server the same way
+        record(
+            "HTTP /api/search highlight=false",
+            args.clients,
+            *timed_calls(http_search(url, args.k, False), queries, args.clients),
+        )
+        record(
+            "HTTP /api/search (with highlights)",
+            args.clients,
+            *timed_calls(http_search(url, args.k, True), queries, args.clients),
+        )
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+
+    print()
+    print("\n".join(run_header(machine_description(threads=0))))
+    print(
+        f"Index: {args.db.name}, {info['documents']} documents, {info['tokens']} tokens; "
+        f"k={args.k}; SciFact queries; default search mode.\n"
+    )
+    print("| path | clients | requests | p50 ms | p95 ms | requests/s |")
+    print("|---|---|---|---|---|---|")
+    for name, clients, latency, rate, count in rows:
+        print(
+            f"| {name} | {clients} | {count} | {latency['p50']:.1f} | {latency['p95']:.1f} "
+            f"| {rate:.1f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
