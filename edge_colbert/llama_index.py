@@ -36,7 +36,7 @@ from pydantic import Field, PrivateAttr, model_validator  # noqa: E402
 
 if TYPE_CHECKING:
     from edge_colbert.encoder import Encoder
-    from edge_colbert.index import Index
+    from edge_colbert.index import Hit, Index
 
 __all__ = ["EdgeColbertReranker", "EdgeColbertRetriever"]
 
@@ -51,6 +51,9 @@ class EdgeColbertRetriever(BaseRetriever):
         k: nodes per query (default LlamaIndex's ``DEFAULT_SIMILARITY_TOP_K``, 2).
         where: metadata equality filter, as in :meth:`Index.search`.
         mode: search mode, as in :meth:`Index.search` (passed on only when set).
+        llm_metadata_keys: the metadata keys LlamaIndex may show the LLM beside each text
+            (e.g. ``["path", "heading"]``); None shows all, LlamaIndex's default. File chunks
+            carry sizes, times and digests that only fill the prompt.
 
     Each node is a ``TextNode`` whose ``id_`` is the document id, ``text`` its text and
     ``metadata`` its stored metadata; the score is MaxSim. Thread-safe as the index is.
@@ -68,10 +71,23 @@ class EdgeColbertRetriever(BaseRetriever):
         k: int = DEFAULT_SIMILARITY_TOP_K,
         where: Mapping[str, Any] | None = None,
         mode: str | None = None,
+        llm_metadata_keys: Sequence[str] | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
         self.k = check_k(k)
+        if isinstance(llm_metadata_keys, str) or not (
+            llm_metadata_keys is None
+            or (
+                isinstance(llm_metadata_keys, Sequence)
+                and all(isinstance(key, str) for key in llm_metadata_keys)
+            )
+        ):
+            raise InvalidInputError(
+                f"llm_metadata_keys must be a list of metadata keys or None; got "
+                f"{llm_metadata_keys!r}."
+            )
+        self.llm_metadata_keys = None if llm_metadata_keys is None else set(llm_metadata_keys)
         if where is not None and not isinstance(where, Mapping):
             raise InvalidInputError(
                 f"where must be a dict of metadata key -> value; got {type(where).__name__}."
@@ -86,13 +102,20 @@ class EdgeColbertRetriever(BaseRetriever):
         hits = search(
             self.index, query_bundle.query_str, k=self.k, where=self.where, mode=self.mode
         )
-        return [
-            NodeWithScore(
-                node=TextNode(id_=hit.id, text=hit.text, metadata=dict(hit.metadata)),
-                score=hit.score,
-            )
-            for hit in hits
-        ]
+        return [NodeWithScore(node=self._node(hit), score=hit.score) for hit in hits]
+
+    def _node(self, hit: Hit) -> TextNode:
+        hidden = (
+            []
+            if self.llm_metadata_keys is None
+            else [key for key in hit.metadata if key not in self.llm_metadata_keys]
+        )
+        return TextNode(
+            id_=hit.id,
+            text=hit.text,
+            metadata=dict(hit.metadata),
+            excluded_llm_metadata_keys=hidden,
+        )
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         """:meth:`_retrieve` in a worker thread, so the event loop keeps running."""

@@ -127,3 +127,22 @@ def test_bad_input(db: Path, encoder: Encoder, tmp_path: Path) -> None:
         EdgeColbertReranker(encoder=encoder, top_n=0)
     with pytest.raises(InvalidInputError, match="needs the query"):
         EdgeColbertReranker(encoder=encoder).postprocess_nodes([])
+
+
+def test_llm_metadata_keys_limit_what_reaches_the_prompt(encoder: Encoder, tmp_path: Path) -> None:
+    from llama_index.core.schema import MetadataMode
+
+    db = tmp_path / "noisy.db"
+    with Index(db, encoder=encoder) as index:
+        index.add([CORPUS["wal"]], ids=["noisy"], metadata=[{"path": "/a.md", "sha": "f00"}])
+    shown = EdgeColbertRetriever(db, encoder=encoder, llm_metadata_keys=["path"])
+    node = shown.retrieve(QUESTION)[0].node
+    prompt_text = node.get_content(metadata_mode=MetadataMode.LLM)
+    assert "path: /a.md" in prompt_text and "f00" not in prompt_text
+    assert node.metadata == {"path": "/a.md", "sha": "f00"}  # still all on the node
+    every = EdgeColbertRetriever(db, encoder=encoder)
+    assert "sha: f00" in every.retrieve(QUESTION)[0].node.get_content(
+        metadata_mode=MetadataMode.LLM
+    )
+    with pytest.raises(InvalidInputError, match="llm_metadata_keys"):
+        EdgeColbertRetriever(db, encoder=encoder, llm_metadata_keys="path")  # type: ignore[arg-type]

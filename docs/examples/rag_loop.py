@@ -39,7 +39,7 @@ def build_index(db: Path) -> None:
 def fake_llm(prompt: str) -> str:
     """Stands in for a real model: answers with the first lines of the context it was given."""
     context = prompt.split("Context:\n", 1)[-1].split("\n\nQuestion:", 1)[0]
-    return " ".join(context.split()[:60])
+    return " ".join(context.split()[:80])
 
 
 def with_langchain(db: Path, question: str, k: int) -> tuple[str, list[str]]:
@@ -72,7 +72,8 @@ def with_llama_index(db: Path, question: str, k: int) -> tuple[str, list[str]]:
 
     from edge_colbert.llama_index import EdgeColbertReranker, EdgeColbertRetriever
 
-    retriever = EdgeColbertRetriever(db, k=2 * k)
+    # Only the file's path and heading go into the prompt beside each passage.
+    retriever = EdgeColbertRetriever(db, k=2 * k, llm_metadata_keys=["path", "heading"])
     reranker = EdgeColbertReranker(index=retriever.index, top_n=k)
     # LlamaIndex's MockLLM answers with the prompt it was given (a real LLM goes here).
     engine = RetrieverQueryEngine.from_args(
