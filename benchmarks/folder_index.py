@@ -93,9 +93,13 @@ def prepare(work: Path, html: int, pdfs: int, docx_files: int) -> Path:
     return folder
 
 
-def _encoder(threads: int) -> Any:
+def _encoder(threads: int, *, folder: bool = False) -> Any:
+    """The bundled model; with ``folder``, batched as `edge-colbert index` batches it."""
     from edge_colbert.encoder import Encoder
+    from edge_colbert.files_cli import FOLDER_ENCODER_BATCH
 
+    if folder:
+        return Encoder(threads=threads, batch_size=FOLDER_ENCODER_BATCH)
     return Encoder(threads=threads)
 
 
@@ -103,7 +107,7 @@ def phase_folder(args: argparse.Namespace) -> dict[str, Any]:
     from edge_colbert.index import Index
     from edge_colbert.sync import stored_files, sync_files
 
-    encoder = _encoder(args.threads)
+    encoder = _encoder(args.threads, folder=True)
     db = Path(args.work) / "folder.db"
     db.unlink(missing_ok=True)
     meter = common.PeakMeter()
@@ -281,7 +285,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         f"({folder['files']} files indexed, {folder['skipped']} skipped), bundled model, "
         f"{args.threads} encoder threads, one run, phases side by side.",
         "",
-        "| | folder path (`sync_files`) | `Index.add`, same texts |",
+        "| | folder path (`sync_files`, CLI's encoder batch) | `Index.add`, same texts |",
         "|---|---|---|",
         f"| chunks (docs) | {folder['chunks']} | {add['docs']} |",
         f"| tokens per chunk | {folder['tokens'] / max(folder['chunks'], 1):.0f} | "
