@@ -1,4 +1,5 @@
-"""Find text files, decode them, and cut their text into chunks that fit the model's window.
+"""Cut text into chunks that fit the model's window (finding and reading files is
+:mod:`edge_colbert.discovery` and :mod:`edge_colbert.extract`).
 
 A ColBERT model truncates a document at ``doc_maxlen`` tokens, so anything past the window
 would be silently unsearchable. :func:`chunk_text` packs whole paragraphs into chunks that fit,
@@ -9,11 +10,9 @@ Every chunk knows its character offsets in the text it came from.
 
 from __future__ import annotations
 
-import codecs
 import logging
-import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,10 +21,7 @@ from edge_colbert.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
-TEXT_SUFFIXES = frozenset({".txt", ".md", ".rst", ".html", ".htm"})
-HTML_SUFFIXES = frozenset({".html", ".htm"})
-# Folders that hold tooling, not prose; hidden folders (.git, .venv, ...) are skipped too.
-SKIPPED_DIRS = frozenset({"node_modules", "__pycache__"})
+# The largest file `edge-colbert index` reads (see edge_colbert.extract).
 MAX_FILE_BYTES = 50 * 1024 * 1024
 # Share of the window repeated from the end of one chunk at the start of the next.
 DEFAULT_OVERLAP = 0.12
@@ -34,7 +30,7 @@ CountTokens = Callable[[list[str]], list[int]]
 
 
 class UnreadableFileError(InvalidInputError):
-    """A file cannot be indexed as text: binary, not UTF-8, too large, or unreadable.
+    """A file cannot be indexed: binary, encrypted, corrupt, too large, or unreadable.
 
     ``path`` and ``reason`` are kept apart so that a caller can print one short line.
     """
@@ -57,123 +53,7 @@ class Chunk:
 
 
 # ---------------------------------------------------------------------------------------------
-# Discovery
-
-
-def discover_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
-    """Yield the text files under ``paths`` in a stable order, each file once.
-
-    A path naming a file is yielded whatever its suffix (the person asked for it). A folder
-    is walked in sorted name order for files ending in ``.txt``, ``.md``, ``.rst``, ``.html``
-    or ``.htm`` (any case), skipping hidden files and folders, ``node_modules`` and
-    ``__pycache__``. Symbolic links are followed, but a folder already walked (a link loop,
-    or two links to one place) is not walked again.
-
-    Raises:
-        InvalidInputError: a path does not exist; raised before anything is yielded.
-    """
-    given = [Path(p) for p in paths]
-    for path in given:
-        if not path.exists():
-            raise InvalidInputError(
-                f"{path} does not exist; pass files or folders of .txt, .md, .rst or .html text."
-            )
-    return _walk_all(given)
-
-
-def _walk_all(given: list[Path]) -> Iterator[Path]:
-    seen_files: set[Path] = set()
-    seen_dirs: set[Path] = set()
-    for path in given:
-        if path.is_dir():
-            files: Iterator[Path] = _walk(path, seen_dirs)
-        else:
-            files = iter([path])
-        for file in files:
-            real = file.resolve()
-            if real not in seen_files:
-                seen_files.add(real)
-                yield file
-
-
-def _walk(folder: Path, seen_dirs: set[Path]) -> Iterator[Path]:
-    real = folder.resolve()
-    if real in seen_dirs:
-        logger.debug("not walking %s again (symlink loop or second link)", folder)
-        return
-    seen_dirs.add(real)
-    try:
-        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-    except OSError as error:
-        logger.warning("skipped folder %s: %s", folder, error.strerror or error)
-        return
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        path = Path(entry.path)
-        try:
-            is_dir = entry.is_dir()  # follows symlinks
-            is_file = entry.is_file()
-        except OSError:
-            continue
-        if is_dir:
-            if entry.name not in SKIPPED_DIRS:
-                yield from _walk(path, seen_dirs)
-        elif is_file and path.suffix.lower() in TEXT_SUFFIXES:
-            yield path
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading
-
-
-def read_text_file(path: str | os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES) -> str:
-    """Read a text file as a ``str``, with newlines normalized to ``\\n``.
-
-    UTF-8 (a byte-order mark is dropped) and UTF-16 with a byte-order mark are accepted.
-    ``.html`` and ``.htm`` files give their visible text: tags, scripts and styles removed,
-    entities unescaped, paragraph breaks kept as blank lines.
-
-    Raises:
-        UnreadableFileError: the file is larger than ``max_bytes``, binary (holds NUL bytes),
-            not valid UTF-8, or cannot be opened; ``reason`` says which.
-    """
-    file = Path(path)
-    try:
-        size = file.stat().st_size
-        if size > max_bytes:
-            raise UnreadableFileError(
-                file,
-                f"{size / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB limit for one file; "
-                "split it into smaller files",
-            )
-        data = file.read_bytes()
-    except OSError as error:
-        raise UnreadableFileError(file, error.strerror or str(error)) from error
-    text = _decode(file, data)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if file.suffix.lower() in HTML_SUFFIXES:
-        text = html_to_text(text)
-    return text
-
-
-def _decode(file: Path, data: bytes) -> str:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError as error:
-            raise UnreadableFileError(file, f"not valid UTF-16 ({error.reason})") from error
-    if b"\x00" in data:
-        raise UnreadableFileError(file, "binary file (holds NUL bytes), not text")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise UnreadableFileError(
-            file,
-            f"not UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}); "
-            "convert it, e.g. `iconv -f latin1 -t utf-8`",
-        ) from error
-
+# HTML without selectolax (the extract package's fallback)
 
 _BLOCK_TAGS = frozenset(
     {

@@ -11,15 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_colbert.chunking import (
-    MAX_FILE_BYTES,
-    Chunk,
-    UnreadableFileError,
-    chunk_text,
-    discover_files,
-    html_to_text,
-    read_text_file,
-)
+from edge_colbert.chunking import Chunk, chunk_text, html_to_text
+from edge_colbert.discovery import check_paths, walk
 from edge_colbert.errors import InvalidInputError
 
 SPECIALS = 3  # [CLS], marker, [SEP], as Encoder.count_document_tokens counts them
@@ -205,7 +198,11 @@ def _touch(path: Path, text: str = "x") -> Path:
     return path
 
 
-def test_discovery_walks_folders_in_sorted_order_with_text_suffixes(tmp_path: Path) -> None:
+def _found(paths: list[Path], root: Path) -> list[str]:
+    return [f.path.relative_to(root).as_posix() for f in walk(check_paths(paths))]
+
+
+def test_discovery_walks_folders_in_sorted_order_with_known_suffixes(tmp_path: Path) -> None:
     for name in [
         "b.md",
         "a.txt",
@@ -214,23 +211,28 @@ def test_discovery_walks_folders_in_sorted_order_with_text_suffixes(tmp_path: Pa
         "e.htm",
         "f.py",
         "g.pdf",
+        "h.unknown",
         "sub/z.md",
         "sub/a.txt",
         ".hidden.md",
         ".git/x.md",
         ".venv/y.txt",
         "node_modules/m.md",
+        "__pycache__/c.py",
     ]:
         _touch(tmp_path / name)
-    found = [p.relative_to(tmp_path).as_posix() for p in discover_files([tmp_path])]
-    assert found == ["a.txt", "b.md", "c.RST", "d.HTML", "e.htm", "sub/a.txt", "sub/z.md"]
+    found = _found([tmp_path], tmp_path)
+    assert found == [
+        *("a.txt", "b.md", "c.RST", "d.HTML", "e.htm", "f.py", "g.pdf"),
+        *("sub/a.txt", "sub/z.md"),
+    ]
 
 
 def test_a_named_file_is_kept_whatever_its_suffix_and_only_once(tmp_path: Path) -> None:
-    notes = _touch(tmp_path / "notes.org")
+    notes = _touch(tmp_path / "notes.weird")
     doc = _touch(tmp_path / "d" / "a.md")
-    found = list(discover_files([notes, tmp_path / "d", doc]))
-    assert found == [notes, doc]
+    found = list(walk(check_paths([notes, tmp_path / "d", doc])))
+    assert [(f.path, f.origin) for f in found] == [(notes, "named"), (doc, "named")]
 
 
 def test_symlink_loops_are_walked_once(tmp_path: Path) -> None:
@@ -238,66 +240,26 @@ def test_symlink_loops_are_walked_once(tmp_path: Path) -> None:
     _touch(tmp_path / "top" / "inner" / "b.md")
     (tmp_path / "top" / "inner" / "loop").symlink_to(tmp_path / "top")
     (tmp_path / "top" / "again").symlink_to(tmp_path / "top" / "inner")
-    found = [p.relative_to(tmp_path).as_posix() for p in discover_files([tmp_path / "top"])]
-    assert found == ["top/a.md", "top/again/b.md"]
+    assert _found([tmp_path / "top"], tmp_path) == ["top/a.md", "top/again/b.md"]
 
 
 def test_a_missing_path_is_an_error_before_anything_is_yielded(tmp_path: Path) -> None:
     _touch(tmp_path / "a.md")
     with pytest.raises(InvalidInputError, match=r"nope\.md does not exist"):
-        discover_files([tmp_path, tmp_path / "nope.md"])
+        check_paths([tmp_path, tmp_path / "nope.md"])
 
 
-# --- read_text_file -----------------------------------------------------------------------
+# --- HTML without selectolax ----------------------------------------------------------------
 
 
-def test_utf8_with_bom_and_crlf_is_read_clean(tmp_path: Path) -> None:
-    path = tmp_path / "a.txt"
-    path.write_bytes(b"\xef\xbb\xbfcaf\xc3\xa9\r\n\r\nnext\rline")
-    assert read_text_file(path) == "café\n\nnext\nline"
-
-
-def test_utf16_with_bom_is_read(tmp_path: Path) -> None:
-    path = tmp_path / "a.txt"
-    path.write_bytes("naïve text".encode("utf-16"))
-    assert read_text_file(path) == "naïve text"
-
-
-def test_binary_file_is_refused_with_a_reason(tmp_path: Path) -> None:
-    path = tmp_path / "image.txt"
-    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
-    with pytest.raises(UnreadableFileError) as info:
-        read_text_file(path)
-    assert info.value.path == path
-    assert "binary" in info.value.reason
-
-
-def test_invalid_utf8_names_the_byte_and_offset(tmp_path: Path) -> None:
-    path = tmp_path / "latin1.txt"
-    path.write_bytes("abc é".encode("latin-1"))
-    with pytest.raises(UnreadableFileError, match=r"not UTF-8 \(byte 0xe9 at offset 4\)"):
-        read_text_file(path)
-
-
-def test_too_large_file_is_refused_without_reading(tmp_path: Path) -> None:
-    path = tmp_path / "big.txt"
-    path.write_bytes(b"a" * 2000)
-    assert MAX_FILE_BYTES >= 10_000_000
-    with pytest.raises(UnreadableFileError, match="over the"):
-        read_text_file(path, max_bytes=1000)
-
-
-def test_html_gives_visible_text_with_paragraph_breaks(tmp_path: Path) -> None:
-    path = tmp_path / "page.html"
-    path.write_text(
+def test_html_gives_visible_text_with_paragraph_breaks() -> None:
+    text = html_to_text(
         "<!doctype html><html><head><title>The  Title</title><style>p {color: red}</style>"
         "<script>var x = '<p>no</p>';</script></head><body>"
         "<h1>Heading &amp; more</h1><p>First   paragraph\nwith <b>bold</b> text.</p>"
         "<p>Second&nbsp;one &lt;ok&gt;</p><ul><li>item one</li><li>item two</li></ul>"
-        "<pre>code  line 1\ncode line 2</pre><div>a<br>b</div></body></html>",
-        encoding="utf-8",
+        "<pre>code  line 1\ncode line 2</pre><div>a<br>b</div></body></html>"
     )
-    text = read_text_file(path)
     assert text == (
         "The Title\n\nHeading & more\n\nFirst paragraph with bold text.\n\n"
         "Second one <ok>\n\nitem one\n\nitem two\n\ncode  line 1\ncode line 2\n\na\nb"
