@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 _FILES_HINT = 'pip install "edge-colbert[files]"'
 
 
-def _threads(value: str) -> int:
+def _at_least_one(value: str) -> int:
     from edge_colbert.cli import _positive_int
 
     return _positive_int(value)
@@ -51,7 +51,7 @@ def add_folder_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         metavar="N",
-        type=_threads,
+        type=_at_least_one,
         default=None,
         help="encoder threads (default: onnxruntime's choice, one per core)",
     )
@@ -74,7 +74,7 @@ def register(commands: argparse._SubParsersAction[Any], shared: argparse.Argumen
     watch.add_argument(
         "--debounce",
         metavar="MS",
-        type=_threads,
+        type=_at_least_one,
         default=400,
         help="quiet milliseconds that close a batch of changes (default 400)",
     )
@@ -187,15 +187,19 @@ def run_index(args: argparse.Namespace) -> int:
 
 def run_watch(args: argparse.Namespace) -> int:
     """``edge-colbert watch DB PATH...``: runs until Ctrl-C (exit 0)."""
+    import importlib.util
+
     from edge_colbert.cli import _open_index, _say, _warn
     from edge_colbert.discovery import check_paths
-    from edge_colbert.errors import InvalidInputError
+    from edge_colbert.errors import EdgeColbertError, InvalidInputError
     from edge_colbert.watch import watch_folders
 
     db = Path(args.db)
     if db.is_dir():
         raise InvalidInputError(f"{args.db} is a folder; give the index a file name, e.g. notes.db")
     paths = check_paths(args.paths)
+    if importlib.util.find_spec("watchfiles") is None:  # before the index file is created
+        raise EdgeColbertError(f"watch mode needs watchfiles: {_FILES_HINT}")
     encoder = _encoder(args)
     began = [time.perf_counter()]
 

@@ -147,6 +147,24 @@ def test_an_editors_save_by_rename_ends_as_one_updated_document(
         assert len(stored.chunks) == 1
 
 
+def test_watch_without_watchfiles_names_the_extra_and_creates_nothing(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edge_colbert import cli
+
+    monkeypatch.setitem(sys.modules, "watchfiles", None)
+    db = tmp_path / "w.db"
+    code = cli.main(["--model", str(tiny_model_dir), "watch", str(db), str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and not db.exists()
+    assert err.strip() == (
+        'edge-colbert: error: watch mode needs watchfiles: pip install "edge-colbert[files]"'
+    )
+
+
 def test_the_watch_command_follows_a_folder_and_stops_cleanly_on_ctrl_c(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
