@@ -22,6 +22,8 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "bind_socket", "is_loopback", "regist
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+# Connections that may wait for the server to accept them (uvicorn's default).
+BACKLOG = 2048
 # Seconds Ctrl-C waits for requests in flight before closing their connections.
 GRACEFUL_SECONDS = 3
 
@@ -79,7 +81,7 @@ def is_loopback(host: str) -> bool:
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port``, ready for uvicorn to listen on.
+    """A TCP socket bound to ``host:port`` and listening, for uvicorn to serve on.
 
     Raises:
         InvalidInputError: the port is taken or reserved, or the host is not an address
@@ -100,6 +102,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
         # on Linux it never lets two servers listen on one port.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        # Listening from here on, so the address printed next takes connections at once
+        # (they wait in the backlog until the app has started).
+        sock.listen(BACKLOG)
     except OSError as error:
         sock.close()
         if error.errno == errno.EADDRINUSE:
