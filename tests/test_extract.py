@@ -184,6 +184,19 @@ def test_html_main_text_without_sphinx_navigation_with_heading_paths(tmp_path: P
     assert "@wrapper\ndef f(): ..." in found[1].text
 
 
+def test_a_heading_right_over_another_opens_the_next_section(tmp_path: Path) -> None:
+    pytest.importorskip("selectolax", reason=FILES)
+    path = tmp_path / "page.html"
+    path.write_text(
+        "<main><h1>Top</h1><h2>First</h2><p>one</p><h2>Second</h2><p>two</p></main>",
+        encoding="utf-8",
+    )
+    assert [(s.text, s.where["heading"]) for s in sections(path)] == [
+        ("Top\n\nFirst\n\none", "Top > First"),
+        ("Second\n\ntwo", "Top > Second"),
+    ]
+
+
 def test_html_without_selectolax_falls_back_to_visible_text(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

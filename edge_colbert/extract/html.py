@@ -83,6 +83,10 @@ def _walk(root: LexborNode, title: str) -> Iterator[Section]:
     headings: list[tuple[int, str]] = []
     parts: list[str] = []
     pre = 0
+    # Whether text has come since the last heading: a heading followed at once by another
+    # (a title over its first subsection) stays at the head of the next section instead of
+    # becoming a chunk of its own.
+    body = False
 
     def section() -> Section | None:
         text = _paragraphs("".join(parts))
@@ -101,13 +105,16 @@ def _walk(root: LexborNode, title: str) -> Iterator[Section]:
         if item.is_text_node:
             text = item.text_content or ""
             parts.append(text if pre else _SPACE.sub(" ", text))
+            body = body or bool(text.strip())
             continue
         tag = item.tag or ""
         if tag in SECTION_HEADINGS:
-            done = section()
-            if done is not None:
-                yield done
-            parts.clear()
+            if body:
+                done = section()
+                if done is not None:
+                    yield done
+                parts.clear()
+            body = False
             level = SECTION_HEADINGS[tag]
             while headings and headings[-1][0] >= level:
                 headings.pop()
