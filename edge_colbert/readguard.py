@@ -67,6 +67,10 @@ def stored_data_error(path: Any, what: str, error: BaseException) -> IndexFileEr
         detail = f"{error.table} row {error.rowid} cannot be decoded ({error.reason})"
     else:
         detail = f"a stored value cannot be decoded ({type(error).__name__}: {error})"
+    # One line: SQLite quotes undecodable bytes of the row in its message.
+    detail = "".join(c if c.isprintable() else "?" for c in " ".join(detail.split()))
+    if len(detail) > 240:
+        detail = detail[:240] + "..."
     return IndexFileError(
         f"{path} is damaged: {detail}, while {what}. Run `edge-colbert check {path}` to see "
         f"what is damaged, then `edge-colbert repair {path}` (or restore a backup made with "
@@ -81,7 +85,8 @@ def damaged(error: BaseException) -> bool:
         return False
     text = str(error).lower()
     return type(error) is sqlite3.DatabaseError or any(
-        word in text for word in ("malformed", "corrupt", "not a database", "too big")
+        word in text
+        for word in ("malformed", "corrupt", "not a database", "too big", "could not decode")
     )
 
 

@@ -630,6 +630,11 @@ class Store:
     # ---------------------------------------------------------------- vectors
 
     def _pack(self, rows: list[tuple[int, bytes]]) -> PackedVectors:
+        bad = next((r for r in rows if len(r[1]) % self.dim), None)
+        if bad is not None:  # else the offsets of every later document would shift
+            raise BadRowError(
+                "vectors", bad[0], f"{len(bad[1])} bytes, not whole {self.dim}-byte tokens"
+            )
         rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         lengths = np.fromiter(
             (len(r[1]) // self.dim for r in rows), dtype=np.int64, count=len(rows)

@@ -305,6 +305,20 @@ CASES: dict[str, tuple[Craft, str, tuple[str, ...] | None]] = {
         "exhaustive",
         (),
     ),
+    "vector blob stored as text that is not UTF-8": (
+        lambda p: _sql(p, "UPDATE vectors SET codes = codes || x'00' WHERE doc = 4"),
+        "exhaustive",
+        ("codes",),
+    ),
+    "vector blobs whose lengths add up": (
+        lambda p: _sql(
+            p,
+            "UPDATE vectors SET codes = substr(codes, 1, length(codes) - 7) WHERE doc = 3",
+            "UPDATE vectors SET codes = CAST(codes || zeroblob(7) AS BLOB) WHERE doc = 4",
+        ),
+        "exhaustive",
+        ("vectors row",),
+    ),
     "vector blob empty": (
         lambda p: _sql(p, "UPDATE vectors SET codes = x'' WHERE doc = 3"),
         "exhaustive",
