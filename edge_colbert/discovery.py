@@ -33,7 +33,8 @@ OnSkip = Callable[[Path, str], None]
 class Found:
     """A file to index: ``path`` on disk, ``root`` the PATH argument it came from,
     ``origin``: :data:`FOLDER` (a folder walk found it) or :data:`NAMED` (given itself), and
-    ``stat``: the file's stat when it was found (None: not taken yet)."""
+    ``stat``: the file's stat when it was found (None: not taken yet). Immutable, so
+    thread-safe."""
 
     path: Path
     root: Path
@@ -61,6 +62,7 @@ class Rules:
     ``exclude`` globs drop files and folders (``*.rst.txt``, ``_sources``, ``docs/old/*``);
     ``include`` globs add files whose suffix no reader knows (``*.log``, ``Makefile``).
     Hidden names, :data:`SKIPPED_DIRS` and virtualenvs are always skipped by a walk.
+    Immutable, so thread-safe.
     """
 
     exclude: tuple[str, ...] = ()

@@ -65,7 +65,8 @@ OnSkip = Callable[[Path, str], None]
 
 @dataclass
 class StoredFile:
-    """The chunks the index holds of one file: metadata by id."""
+    """The chunks the index holds of one file: metadata by id. Not thread-safe (a plain
+    record; read it from one thread or copy it)."""
 
     chunks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -115,7 +116,7 @@ class StoredFile:
 
 @dataclass
 class SyncReport:
-    """What a run did, for the summary line."""
+    """What a run did, for the summary line. Not thread-safe (a plain record)."""
 
     indexed: int = 0
     unchanged: int = 0

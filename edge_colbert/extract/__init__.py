@@ -76,6 +76,7 @@ class Section:
     (presentations, from 1), ``chapter`` (EPUB spine position, from 1), ``heading``
     (``"Title > Part"``) and ``line`` (the 1-based line of the first character of ``text`` in
     the file, for text formats only, where chunks can give their own line numbers).
+    Thread-safe once made (nothing here changes it).
     """
 
     text: str
