@@ -418,6 +418,13 @@ def _check_meta(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} records the vector dimension {dim!r}, not a number from 1 to 8192: the "
             "file is damaged or was crafted. Re-index into a new file."
         )
+    tokenizers = {getattr(schema, n, None) for n in ("FTS_ENGLISH", "FTS_MULTILINGUAL")}
+    for key, allowed in (("centroid_ids", {"uint16", "uint32"}), ("fts_tokenizer", tokenizers)):
+        if key in meta and meta[key] not in allowed:
+            raise IndexFileError(
+                f"{path} records {key} = {str(meta[key])[:40]!r}, which edge-colbert never "
+                "writes: the file is damaged or was crafted. Re-index into a new file."
+            )
     for key in _COUNT_KEYS:
         if key in meta and not _integer_in(meta[key], 0, MAX_COUNT):
             raise IndexFileError(

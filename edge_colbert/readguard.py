@@ -131,8 +131,43 @@ def _check_centroids(store: Any, result: Any) -> None:
         raise BadRowError("centroids", 0, "the centroids hold NaN or infinity")
 
 
+def _centroid_count(store: Any) -> int | None:
+    """How many centroids are stored (None before any training), from the blob's length."""
+    row = store._conn.execute("SELECT length(vectors) FROM centroids WHERE id = 0").fetchone()
+    return None if row is None or row[0] is None else int(row[0]) // (4 * int(store.dim))
+
+
+def _check_ids(store: Any, largest: int | None, where: str) -> None:
+    if largest is None:
+        return
+    count = _centroid_count(store)
+    if count is not None and largest >= count:
+        raise BadRowError(
+            "doc_centroids", where, f"centroid id {largest}, but only {count} centroids exist"
+        )
+
+
+def _check_doc_centroids(store: Any, result: Any) -> None:
+    """Each document's centroid ids: whole ids, each naming a stored centroid."""
+    _rowids, lists = result
+    largest = max((int(ids.max()) for ids in lists if len(ids)), default=None)
+    _check_ids(store, largest, "some")
+
+
+def _check_doc_centroids_flat(store: Any, result: Any) -> None:
+    """:func:`_check_doc_centroids` for the CSR form: the lengths must add up to the ids."""
+    _rowids, lengths, flat = result
+    if int(np.asarray(lengths).sum()) != len(flat):
+        raise BadRowError("doc_centroids", "some", "a centroid id list of a broken length")
+    _check_ids(store, int(flat.max()) if len(flat) else None, "some")
+
+
 # Checks of a method's result, where a bad value would fail later, far from the file.
-_RESULT_CHECKS: dict[str, Callable[[Any, Any], None]] = {"centroids": _check_centroids}
+_RESULT_CHECKS: dict[str, Callable[[Any, Any], None]] = {
+    "centroids": _check_centroids,
+    "doc_centroids": _check_doc_centroids,
+    "doc_centroids_flat": _check_doc_centroids_flat,
+}
 
 
 class _MappedContext:

@@ -300,6 +300,25 @@ CASES: dict[str, tuple[Craft, str, tuple[str, ...] | None]] = {
         "open",
         ("meta rows",),
     ),
+    "centroid id type that is not an integer type": (
+        lambda p: _sql(p, "UPDATE meta SET value = 'float64' WHERE key = 'centroid_ids'"),
+        "search",
+        ("centroid_ids",),
+    ),
+    "centroid ids past the last centroid": (
+        lambda p: _sql(p, "UPDATE doc_centroids SET ids = x'e8fd0300' WHERE doc = 4"),
+        "search",
+        ("doc_centroids",),
+    ),
+    "centroid id lists whose lengths add up": (
+        lambda p: _sql(
+            p,
+            "UPDATE doc_centroids SET ids = x'010203' WHERE doc = 4",
+            "UPDATE doc_centroids SET ids = x'01' WHERE doc = 5",
+        ),
+        "search",
+        ("doc_centroids",),
+    ),
     "vector blob of the wrong length": (
         lambda p: _sql(p, "UPDATE vectors SET codes = substr(codes, 1, 7) WHERE doc = 3"),
         "exhaustive",
