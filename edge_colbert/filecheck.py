@@ -272,10 +272,12 @@ def read_only_media(path: Path) -> bool:
     under us, so it is opened ``immutable=1``: no locks, no ``-shm``.
     """
     folder = path.resolve().parent
+    statvfs = getattr(os, "statvfs", None)  # not on Windows: there, the access check alone
     try:
-        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        flags = statvfs(folder).f_flag if statvfs is not None else 0
     except OSError:
         return False
+    read_only = bool(flags & getattr(os, "ST_RDONLY", 0))
     if not read_only and os.access(folder, os.W_OK):
         return False
     wal = Path(str(path) + "-wal")
