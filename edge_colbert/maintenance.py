@@ -375,7 +375,14 @@ def repair_index(path: str | Path) -> RepairReport:
     fresh = path.with_name(path.name + ".repair")
     filecheck.remove_new_file(fresh)
     try:
-        _salvage(path, fresh, meta, report)
+        try:
+            _salvage(path, fresh, meta, report)
+        except sqlite3.DatabaseError as error:
+            raise IndexFileError(
+                f"{path} is too damaged to salvage ({error}): even the list of its documents "
+                "cannot be read. The index was left as it was; restore it from a backup "
+                "(edge-colbert backup) or re-index your documents into a new file."
+            ) from error
         report.retrained = _retrain(fresh, report)
         check = check_index(fresh)
         if not check.ok:
@@ -416,12 +423,16 @@ def _salvage(path: Path, fresh: Path, meta: dict[str, str], report: RepairReport
             if problem is not None:
                 report.dropped.append((name, problem))
                 continue
-            row = source.execute(
-                f"SELECT {', '.join(doc_columns)} FROM documents WHERE rowid = ?", (rowid,)
-            ).fetchone()
-            vectors = source.execute(
-                f"SELECT {', '.join(vec_columns)} FROM vectors WHERE doc = ?", (rowid,)
-            ).fetchone()
+            try:
+                row = source.execute(
+                    f"SELECT {', '.join(doc_columns)} FROM documents WHERE rowid = ?", (rowid,)
+                ).fetchone()
+                vectors = source.execute(
+                    f"SELECT {', '.join(vec_columns)} FROM vectors WHERE doc = ?", (rowid,)
+                ).fetchone()
+            except sqlite3.DatabaseError as error:
+                report.dropped.append((name, f"row unreadable ({error})"))
+                continue
             if vectors is None:
                 report.dropped.append((name, "no vectors stored"))
                 continue

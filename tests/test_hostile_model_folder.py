@@ -295,4 +295,4 @@ def test_fifty_megabyte_text_is_added_in_bounded_memory(
     fields = result.stdout.split()
     grown_mib, seconds = float(fields[1]), float(fields[3])
     assert grown_mib < 300, result.stdout
-    assert seconds < 30, result.stdout
+    assert seconds < 60, result.stdout

@@ -178,3 +178,24 @@ def test_backup_is_one_consistent_file(
     assert again.returncode == 1 and "already exists" in again.stderr
     with pytest.raises(IndexFileError, match="already exists"):
         backup_index(index_path, out)
+
+
+@pytest.mark.parametrize("page", [4, 40, 60, 100])
+def test_repair_of_a_flipped_page_passes_check_or_refuses_clearly(
+    index_path: Path, page: int
+) -> None:
+    conn = sqlite3.connect(index_path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(index_path.read_bytes())
+    start = min(page * 512, len(data) - 4096)
+    data[start : start + 4096] = random.Random(page).randbytes(4096)
+    index_path.write_bytes(bytes(data))
+    result = _cli("repair", str(index_path))
+    assert "Traceback" not in result.stderr
+    if result.returncode == 0:
+        assert check_index(index_path).ok
+        assert "repaired; kept" in result.stdout
+    else:
+        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+        assert str(index_path) in result.stderr
