@@ -7,7 +7,8 @@ The same SciFact queries go, in order:
 2. to ``Index.search`` from ``--clients`` threads at once (what concurrency alone costs on
    these cores);
 3. to ``SearchService.search`` in this process (the search plus the highlights, what the
-   server computes per request);
+   server computes per request), after timing the highlights both ways (encoding the hits
+   again, or reading their stored vectors) on ``--highlight-queries`` queries;
 4. over HTTP to a real ``edge-colbert serve`` (uvicorn on 127.0.0.1) from ``--clients``
    threads at once, with ``highlight=false`` and then with the highlights the page shows.
 
@@ -36,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import latency_ms, machine_description, run_header
+from benchmarks.common import available_cores, latency_ms, machine_description, run_header
 from benchmarks.eval_scifact import DEFAULT_SCIFACT, load_dataset
 
 logger = logging.getLogger("server_load")
@@ -74,6 +75,32 @@ def timed_calls(
     with ThreadPoolExecutor(max_workers=clients) as pool:
         list(pool.map(one, queries))
     return latencies, time.perf_counter() - began
+
+
+def compare_highlights(index: Any, encoder: Any, queries: Sequence[str]) -> list[str]:
+    """Matched words found by encoding the hits again (``highlight.match_spans``) against
+    reading their stored vectors (``server.spans.hit_spans``): time and agreement."""
+    from edge_colbert.highlight import match_spans
+    from edge_colbert.server.spans import hit_spans
+
+    encoded = stored = 0.0
+    same = total = 0
+    for query in queries:
+        hits = index.search(query, 10)
+        began = time.perf_counter()
+        again = match_spans(encoder, query, [hit.text for hit in hits])
+        middle = time.perf_counter()
+        read = hit_spans(index, encoder, query, hits)
+        encoded, stored = encoded + middle - began, stored + time.perf_counter() - middle
+        same += sum(a == b for a, b in zip(again, read, strict=True))
+        total += len(hits)
+    line = (
+        f"highlights of {total} hits ({len(queries)} queries): encoding the hits again "
+        f"{encoded:.2f} s, stored vectors {stored:.2f} s ({encoded / max(stored, 1e-9):.1f}x); "
+        f"the same words on {same} of {total} hits"
+    )
+    print("  " + line, flush=True)
+    return [line]
 
 
 def start_server(db: Path) -> tuple[subprocess.Popen[str], str]:
@@ -114,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=10, help="concurrent clients (10)")
     parser.add_argument("--requests", type=int, default=20, help="requests per client (20)")
     parser.add_argument("-k", type=int, default=10, help="hits per search (10)")
+    parser.add_argument(
+        "--highlight-queries", type=int, default=6, help="queries for the highlight comparison"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     # SciFact claims longer than the query window are cut; that is expected here.
@@ -149,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.clients,
             *timed_calls(lambda q: index.search(q, args.k), queries, args.clients),
         )
+        highlight_rows = compare_highlights(index, encoder, sequential[: args.highlight_queries])
         service = SearchService(index, encoder)
         record(
             "SearchService.search (+ highlights), in-process",
@@ -174,11 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         process.communicate(timeout=60)
 
     print()
-    print("\n".join(run_header(machine_description(threads=0))))
+    print("\n".join(run_header(machine_description(threads=available_cores()))))
     print(
         f"Index: {args.db.name}, {info['documents']} documents, {info['tokens']} tokens; "
         f"k={args.k}; SciFact queries; default search mode.\n"
     )
+    print("\n".join(highlight_rows) + "\n")
     print("| path | clients | requests | p50 ms | p95 ms | requests/s |")
     print("|---|---|---|---|---|---|")
     for name, clients, latency, rate, count in rows:
