@@ -469,9 +469,10 @@ def test_allow_remote_prints_a_warning(server_extra: None, db: Path, tiny_model_
 
 
 def test_without_the_extra_serve_names_it(db: Path) -> None:
-    # fastapi made unimportable in a child process: find_spec() then reports it missing.
+    # Both made unimportable in a child process (find_spec() then reports them missing), so
+    # that the test reads the same with the extra installed or not.
     code = (
-        "import sys; sys.modules['fastapi'] = None\n"
+        "import sys; sys.modules['fastapi'] = sys.modules['uvicorn'] = None\n"
         "from edge_colbert.cli import main\n"
         f"raise SystemExit(main(['serve', {str(db)!r}]))\n"
     )
@@ -480,6 +481,6 @@ def test_without_the_extra_serve_names_it(db: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "edge-colbert: error: fastapi not installed; the web server needs FastAPI and uvicorn: "
-        'pip install "edge-colbert[server]"'
+        "edge-colbert: error: fastapi and uvicorn not installed; the web server needs FastAPI "
+        'and uvicorn: pip install "edge-colbert[server]"'
     ]
