@@ -131,7 +131,7 @@ def test_repair_killed_at_any_moment_leaves_old_or_repaired(
         index.add(_texts(1500), ids=[f"d{i}" for i in range(1500)])
     _damage(source)
     rng = random.Random(0)
-    outcomes = set()
+    outcomes = []
     for attempt in range(6):
         db = tmp_path / f"kill{attempt}.db"
         shutil.copy(source, db)
@@ -141,21 +141,21 @@ def test_repair_killed_at_any_moment_leaves_old_or_repaired(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.5, 3.0))
+        time.sleep(rng.uniform(0.5, 8.0))  # a repair of this file takes about 5 s here
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         with Index(db, encoder=tiny_encoder, readonly=True) as index:
             count = len(index)
-        assert count in (1499, 1498), count  # the damaged original, or the repaired file
-        if count == 1498:
+        # 1,500 added, d7 deleted; repair drops d2 (text) and d5 (checksum).
+        assert count in (1499, 1497), count  # the damaged original, or the repaired file
+        if count == 1497:
             assert check_index(db).ok
-            outcomes.add("repaired")
-        else:
-            outcomes.add("old")
-        # A repair run after the kill finishes the job.
-        assert repair_index(db).kept == 1498 or check_index(db).ok
+        outcomes.append(count)
+        # A repair run after the kill finishes the job from either state.
+        assert repair_index(db).kept == 1497
         assert check_index(db).ok
-    assert outcomes  # which ones depends on the machine's speed
+    print("repair kill outcomes (1499 old, 1497 repaired):", outcomes)
+    assert outcomes  # which states the kills found depends on the machine's speed
 
 
 def test_backup_is_one_consistent_file(
