@@ -15,7 +15,12 @@ import numpy.typing as npt
 
 __all__ = [
     "MAX_TEXT_BYTES",
-    "NewDocument", "PackedVectors", "StoredDocument", "decode_text", "encode_text"]
+    "NewDocument",
+    "PackedVectors",
+    "StoredDocument",
+    "decode_text",
+    "encode_text",
+]
 
 # Texts shorter than this stay plain TEXT; zlib gains nothing on them.
 _COMPRESS_MIN_BYTES = 160
