@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edge_colbert.errors import InvalidInputError
+from edge_colbert.records import MAX_TEXT_BYTES
 
 __all__ = [
     "as_id",
@@ -121,6 +122,14 @@ def check_text(text: Any, what: str) -> str:
     if not text.strip():
         raise InvalidInputError(f"{what} is empty or only whitespace; there is nothing to encode.")
     check_unicode(text, what)
+    # Reading a stored text inflates at most MAX_TEXT_BYTES (a zlib bomb stops there), so
+    # nothing longer may be stored. Measured in UTF-8 only when it could be over.
+    if len(text) > MAX_TEXT_BYTES // 4 and len(text.encode("utf-8")) > MAX_TEXT_BYTES:
+        raise InvalidInputError(
+            f"{what} is {len(text.encode('utf-8')):,} bytes of UTF-8, over the "
+            f"{MAX_TEXT_BYTES:,} a document may hold; split it into smaller documents "
+            "(only its first few hundred tokens are searched anyway)."
+        )
     return text
 
 

@@ -278,3 +278,12 @@ def test_cli_query_and_where_edge_cases(
     accented = _cli(*model, "search", str(db), "water", "--where", "café=1", "--json")
     assert accented.returncode == 0, accented.stderr
     assert '"id": "water"' in accented.stdout
+
+
+def test_text_over_the_stored_limit_is_refused(tmp_path: Path, tiny_encoder: Encoder) -> None:
+    from edge_colbert.records import MAX_TEXT_BYTES
+
+    with Index(tmp_path / "big.db", encoder=tiny_encoder) as index:
+        with pytest.raises(InvalidInputError, match="a document may hold"):
+            index.add(["water " * (MAX_TEXT_BYTES // 6 + 1)], ids=["big"])
+        assert len(index) == 0
