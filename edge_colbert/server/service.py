@@ -8,7 +8,6 @@ from FastAPI lets the rules (filters, modes, limits) be tested and reused withou
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_colbert.errors import InvalidInputError
 from edge_colbert.highlight import best_passage
+from edge_colbert.index import DEFAULT_MODE, SEARCH_MODES
 from edge_colbert.server.spans import hit_spans
 
 if TYPE_CHECKING:
@@ -36,9 +36,10 @@ __all__ = [
     "place_label",
 ]
 
-# The search modes the API names; which of them the index serves is asked of Index.search.
-MODES: tuple[str, ...] = ("hybrid", "semantic", "keyword")
-# Every hit is re-encoded to find its highlights, so k is bounded to keep a request short.
+# The search modes, as Index.search takes them.
+MODES: tuple[str, ...] = tuple(SEARCH_MODES)
+# Each hit's vectors are read back and its text tokenized for its highlights, and the whole
+# chunk goes into the answer, so k is bounded to keep a request short.
 MAX_K = 100
 # A path-prefix filter becomes an "any of these paths" filter; past this many files the
 # SQL it makes would be long, so the person is asked to narrow the prefix.
@@ -130,16 +131,6 @@ def _file_url(path: Any) -> str | None:
         return None
 
 
-def _search_modes(index: Index) -> tuple[tuple[str, ...], str]:
-    """The modes ``index.search`` accepts and the one it uses by default: all three once it
-    takes ``mode``, else semantic only (MaxSim is what an index without modes does)."""
-    parameter = inspect.signature(index.search).parameters.get("mode")
-    if parameter is None:
-        return ("semantic",), "semantic"
-    default = parameter.default
-    return MODES, default if isinstance(default, str) and default in MODES else "hybrid"
-
-
 class SearchService:
     """Searches, documents and figures of one index, as JSON-ready dicts.
 
@@ -155,7 +146,7 @@ class SearchService:
     def __init__(self, index: Index, encoder: Encoder) -> None:
         self.index = index
         self.encoder = encoder
-        self.modes, self.default_mode = _search_modes(index)
+        self.modes, self.default_mode = MODES, DEFAULT_MODE
         self._paths_lock = threading.Lock()
         self._paths: tuple[int, float, list[str]] | None = None
 
@@ -177,26 +168,21 @@ class SearchService:
         clients that do not show them.
 
         Raises:
-            InvalidInputError: empty query, k out of 1..MAX_K, a mode this index does not
-                serve, a filter it cannot apply.
+            InvalidInputError: empty query, k out of 1..MAX_K, an unknown mode, a filter it
+                cannot apply.
         """
         began = time.perf_counter()
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("the query is empty; give some words to search for (q=...).")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise InvalidInputError(f"k must be a whole number from 1 to {MAX_K}; got {k!r}.")
-        if mode is not None and mode not in self.modes:
-            if mode in MODES:
-                raise InvalidInputError(
-                    f"mode {mode!r} is not available: this index searches in "
-                    f"{', '.join(self.modes)} mode only (upgrade edge-colbert for the others)."
-                )
+        if mode is not None and mode not in MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
         filters = dict(where or {})
         if path_prefix is not None and path_prefix.strip():
             filters["path"] = self._paths_under(path_prefix.strip(), filters.get("path"))
         mode = mode or self.default_mode
-        hits = self._hits(query, k, mode, filters or None)
+        hits = self.index.search(query, k, where=filters or None, mode=mode)
         spans = hit_spans(self.index, self.encoder, query, hits) if highlight else [[]] * len(hits)
         return {
             "query": query,
@@ -208,13 +194,6 @@ class SearchService:
             ],
             "took_ms": round((time.perf_counter() - began) * 1000, 1),
         }
-
-    def _hits(self, query: str, k: int, mode: str, where: Mapping[str, Any] | None) -> list[Hit]:
-        if len(self.modes) > 1:
-            search: Any = self.index.search  # typed without ``mode`` before it had one
-            hits: list[Hit] = search(query, k, where=where, mode=mode)
-            return hits
-        return self.index.search(query, k, where=where)
 
     @staticmethod
     def _hit(rank: int, hit: Hit, spans: Sequence[tuple[int, int]]) -> dict[str, Any]:
