@@ -110,8 +110,10 @@ def _error(status: int, message: str) -> JSONResponse:
 def _validation_message(error: RequestValidationError) -> str:
     parts = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("query", "path"))
-        parts.append(f"{where or 'request'}: {item.get('msg', 'invalid')}")
+        # loc is (where, name): ("query", "k"), ("path", "doc_id").
+        name = ".".join(str(part) for part in tuple(item.get("loc", ()))[1:]) or "request"
+        given = f" (got {item['input']!r})" if isinstance(item.get("input"), (str, int)) else ""
+        parts.append(f"{name}: {item.get('msg', 'invalid')}{given}")
     return "; ".join(parts) or "the request is not valid"
 
 
