@@ -558,7 +558,8 @@ def search(
     *,
     exact: bool = False,
 ) -> list[Hit]:
-    """The ``k`` documents of highest MaxSim with ``query`` in a collection made by :func:`push`.
+    """The ``k`` documents of highest MaxSim with ``query`` in a collection made by :func:`push`:
+    the index's ``search(..., mode="semantic", exhaustive=True)`` (Qdrant has no BM25 side).
 
     Args:
         client: a ``qdrant_client.QdrantClient``.
@@ -619,13 +620,15 @@ def search(
     hits: list[Hit] = []
     for point in response.points:
         payload = point.payload or {}
-        score = float(point.score)
+        score = float(point.score) if math.isfinite(point.score) else math.nan
+        # Qdrant ranks by MaxSim alone: as Index.search(mode="semantic"), score is semantic.
         hits.append(
             Hit(
                 str(payload.get("id", "")),
-                score if math.isfinite(score) else math.nan,
+                score,
                 str(payload.get("text", "")),
                 dict(payload.get("metadata") or {}),
+                semantic=score,
             )
         )
     return hits

@@ -150,7 +150,7 @@ def encode(
         },
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=concurrency,
+        compute=_ray_data().ActorPoolStrategy(size=concurrency),
         num_cpus=threads,
     )
     return result
@@ -243,7 +243,7 @@ def write_indexes(
         },
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=concurrency,
+        compute=_ray_data().ActorPoolStrategy(size=concurrency),
         num_cpus=threads,
     )
     shards = {row["shard"] for row in written.select_columns(["shard"]).iter_rows()}
