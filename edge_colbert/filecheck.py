@@ -382,6 +382,9 @@ def _check(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} is a SQLite database of another program (tables: {names}), not an "
             "edge-colbert index; it was left untouched. Pick a new path for the index."
         )
+    version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if version is not None and _integer_in(version[0], schema.SCHEMA_VERSION + 1, 10**6):
+        return  # a newer edge-colbert's file: schema_version() says "upgrade", untouched
     foreign = [row for row in rows if row not in known.get(row[1], set()) and not _stat(row)]
     if foreign:
         kind, name, table, _ = foreign[0]
@@ -389,7 +392,6 @@ def _check(conn: sqlite3.Connection, path: Path) -> None:
             raise _refuse(path, f"defines the {kind} {name!r} otherwise than edge-colbert does")
         raise _refuse(path, f"holds the {kind} {name!r} (on {table!r}) of someone else")
     _check_meta(conn, path)
-    version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if version is None or str(version[0]) != str(schema.SCHEMA_VERSION):
         return  # older (each object known above) or unreadable: schema_version() says
     have = frozenset(row for row in rows if not _stat(row))
