@@ -4,15 +4,17 @@
 The same SciFact queries go, in order:
 
 1. to ``Index.search`` in this process, one at a time (the reference);
-2. to ``Index.search`` from ``--clients`` threads at once (what concurrency alone costs on
-   these cores);
-3. to ``SearchService.search`` in this process (the search plus the highlights, what the
+2. to ``SearchService.search`` in this process (the search plus the highlights, what the
    server computes per request), after timing the highlights both ways (encoding the hits
    again, or reading their stored vectors) on ``--highlight-queries`` queries;
+3. to ``Index.search`` from ``--clients`` threads at once (what concurrency alone costs on
+   these cores);
 4. over HTTP to a real ``edge-colbert serve`` (uvicorn on 127.0.0.1) from ``--clients``
    threads at once, with ``highlight=false`` and then with the highlights the page shows.
 
-Every phase reports p50/p95 latency per request and requests per second. ``--build`` first
+Every phase reports p50/p95 latency per request and requests per second. The phases take
+turns (``--rounds``, a slice of the queries each), so that the machine's load changing
+during the run weighs on all of them alike. ``--build`` first
 indexes SciFact into ``--db`` (documents as ``title + " " + text``) when it is not there.
 
     python benchmarks/server_load.py --db /tmp/scifact.db --build --requests 20
@@ -144,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--highlight-queries", type=int, default=6, help="queries for the highlight comparison"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="turns the phases take, a slice each (4)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     # SciFact claims longer than the query window are cut; that is expected here.
@@ -158,51 +163,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge_colbert.index import Index
     from edge_colbert.server.service import SearchService
 
-    rows: list[tuple[str, int, dict[str, float], float, int]] = []
-
-    def record(name: str, clients: int, latencies: list[float], wall: float) -> None:
-        rows.append((name, clients, latency_ms(latencies), len(latencies) / wall, len(latencies)))
-        p = rows[-1][2]
-        print(f"  {name}: p50 {p['p50']:.1f} ms, p95 {p['p95']:.1f} ms", flush=True)
-
-    encoder = Encoder()
-    with Index(args.db, encoder=encoder, readonly=True) as index:
-        info = index.info()
-        index.search(queries[0], args.k)  # warm: model, file pages, prefilter
-        record(
-            "Index.search, in-process",
-            1,
-            *timed_calls(lambda q: index.search(q, args.k), sequential, 1),
-        )
-        record(
-            "Index.search, in-process threads",
-            args.clients,
-            *timed_calls(lambda q: index.search(q, args.k), queries, args.clients),
-        )
-        highlight_rows = compare_highlights(index, encoder, sequential[: args.highlight_queries])
-        service = SearchService(index, encoder)
-        record(
-            "SearchService.search (+ highlights), in-process",
-            1,
-            *timed_calls(lambda q: service.search(q, k=args.k), sequential, 1),
-        )
-
     process, url = start_server(args.db)
+    encoder = Encoder()
+    index = Index(args.db, encoder=encoder, readonly=True)
     try:
+        info = index.info()
+        service = SearchService(index, encoder)
+        service.search(queries[0], k=args.k)  # warm: model, file pages, prefilter
         http_search(url, args.k, True)(queries[0])  # warm the server the same way
-        record(
-            "HTTP /api/search highlight=false",
-            args.clients,
-            *timed_calls(http_search(url, args.k, False), queries, args.clients),
-        )
-        record(
-            "HTTP /api/search (with highlights)",
-            args.clients,
-            *timed_calls(http_search(url, args.k, True), queries, args.clients),
-        )
+        highlight_rows = compare_highlights(index, encoder, sequential[: args.highlight_queries])
+        phases: list[tuple[str, int, Callable[[str], Any], Sequence[str]]] = [
+            ("Index.search, in-process", 1, lambda q: index.search(q, args.k), sequential),
+            (
+                "SearchService.search (+ highlights), in-process",
+                1,
+                lambda q: service.search(q, k=args.k),
+                sequential,
+            ),
+            (
+                "Index.search, in-process threads",
+                args.clients,
+                lambda q: index.search(q, args.k),
+                queries,
+            ),
+            (
+                "HTTP /api/search highlight=false",
+                args.clients,
+                http_search(url, args.k, False),
+                queries,
+            ),
+            (
+                "HTTP /api/search (with highlights)",
+                args.clients,
+                http_search(url, args.k, True),
+                queries,
+            ),
+        ]
+        # The phases take turns, a slice each per round, so that a change in the machine's
+        # load during the run weighs on all of them alike.
+        latencies: dict[str, list[float]] = {name: [] for name, *_ in phases}
+        walls = dict.fromkeys(latencies, 0.0)
+        for round_number in range(args.rounds):
+            for name, clients, call, pool in phases:
+                share = pool[round_number :: args.rounds]
+                spent, wall = timed_calls(call, share, clients)
+                latencies[name] += spent
+                walls[name] += wall
+            print(f"  round {round_number + 1}/{args.rounds} done", flush=True)
     finally:
+        index.close()
         process.terminate()
         process.communicate(timeout=60)
+    rows = [
+        (
+            name,
+            clients,
+            latency_ms(latencies[name]),
+            len(latencies[name]) / walls[name],
+            len(latencies[name]),
+        )
+        for name, clients, _, _ in phases
+    ]
 
     print()
     print("\n".join(run_header(machine_description(threads=available_cores()))))
