@@ -93,21 +93,18 @@ def prepare(work: Path, html: int, pdfs: int, docx_files: int) -> Path:
     return folder
 
 
-def _encoder(threads: int, *, folder: bool = False) -> Any:
-    """The bundled model; with ``folder``, batched as `edge-colbert index` batches it."""
+def _encoder(threads: int, batch: int | None) -> Any:
+    """The bundled model, ``batch`` texts per forward pass (None: the Encoder's default)."""
     from edge_colbert.encoder import Encoder
-    from edge_colbert.files_cli import FOLDER_ENCODER_BATCH
 
-    if folder:
-        return Encoder(threads=threads, batch_size=FOLDER_ENCODER_BATCH)
-    return Encoder(threads=threads)
+    return Encoder(threads=threads) if batch is None else Encoder(threads=threads, batch_size=batch)
 
 
 def phase_folder(args: argparse.Namespace) -> dict[str, Any]:
     from edge_colbert.index import Index
     from edge_colbert.sync import stored_files, sync_files
 
-    encoder = _encoder(args.threads, folder=True)
+    encoder = _encoder(args.threads, args.folder_batch)
     db = Path(args.work) / "folder.db"
     db.unlink(missing_ok=True)
     meter = common.PeakMeter()
@@ -139,7 +136,7 @@ def phase_add(args: argparse.Namespace) -> dict[str, Any]:
     from edge_colbert.index import Index
 
     texts = json.loads((Path(args.work) / "texts.json").read_text())
-    encoder = _encoder(args.threads)
+    encoder = _encoder(args.threads, None)
     tokens = sum(encoder.count_document_tokens(texts))
     db = Path(args.work) / "add.db"
     db.unlink(missing_ok=True)
@@ -163,7 +160,7 @@ def phase_rerun(args: argparse.Namespace) -> dict[str, Any]:
     from edge_colbert.index import Index
     from edge_colbert.sync import sync_files
 
-    encoder = _encoder(args.threads)
+    encoder = _encoder(args.threads, None)
     folder = Path(args.work) / "folder"
     with Index(Path(args.work) / "folder.db", encoder=encoder) as index:
         watch = common.Stopwatch()
@@ -193,7 +190,7 @@ def phase_watch(args: argparse.Namespace) -> dict[str, Any]:
     from edge_colbert.sync import stored_files
     from edge_colbert.watch import watch_folders
 
-    encoder = _encoder(args.threads)
+    encoder = _encoder(args.threads, None)
     folder = Path(args.work) / "folder"
     db = Path(args.work) / "folder.db"
     stop = threading.Event()
@@ -283,9 +280,10 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         f"Folder: {args.html} Python-docs HTML pages + {args.pdfs} PDFs + {args.docx} DOCX "
         f"({folder['files']} files indexed, {folder['skipped']} skipped), bundled model, "
-        f"{args.threads} encoder threads, one run, phases side by side.",
+        f"{args.threads} encoder threads, folder encoder batch "
+        f"{args.folder_batch or 'default'}, one run, phases side by side.",
         "",
-        "| | folder path (`sync_files`, CLI's encoder batch) | `Index.add`, same texts |",
+        "| | folder path (`sync_files`) | `Index.add`, same texts |",
         "|---|---|---|",
         f"| chunks (docs) | {folder['chunks']} | {add['docs']} |",
         f"| tokens per chunk | {folder['tokens'] / max(folder['chunks'], 1):.0f} | "
@@ -331,6 +329,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--docx", type=int, default=6, help="generated DOCX files (default 6)")
     p.add_argument("--many", type=int, default=5000, help="small files for the re-run test")
     p.add_argument("--threads", type=int, default=common.available_cores())
+    p.add_argument(
+        "--folder-batch",
+        type=int,
+        default=None,
+        help="encoder batch of the folder phase only (default: the Encoder's, as the CLI)",
+    )
     p.add_argument("--work", type=Path, default=None, help="work folder (default: a temp dir)")
     p.add_argument("--skip", nargs="*", default=[], choices=sorted(PHASES), help="phases to skip")
     p.add_argument("--out", type=Path, default=None, help="also write the report here")
@@ -354,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     forwarded = [
         *("--work", str(work), "--threads", str(args.threads), "--html", str(args.html)),
         *("--many", str(args.many)),
+        *(("--folder-batch", str(args.folder_batch)) if args.folder_batch else ()),
     ]
     script = Path(__file__).resolve()
     results: dict[str, dict[str, Any]] = {}

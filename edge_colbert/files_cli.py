@@ -98,16 +98,10 @@ def _rules(args: argparse.Namespace) -> Rules:
     return Rules(exclude=tuple(args.exclude), include=tuple(args.include))
 
 
-# Texts per forward pass when indexing folders. Chunks fill the window, so activations grow
-# with the batch: encoding 256-token chunks peaked at 427 MB with 32 (the Encoder's default)
-# and 199 MB with 8, at the same CPU time per chunk (alternating runs, 2 threads).
-FOLDER_ENCODER_BATCH = 8
-
-
 def _encoder(args: argparse.Namespace) -> Encoder:
     from edge_colbert.encoder import Encoder
 
-    return Encoder(args.model, threads=args.threads, batch_size=FOLDER_ENCODER_BATCH)
+    return Encoder(args.model, threads=args.threads)
 
 
 def _on_skip(path: Path, reason: str) -> None:
