@@ -55,7 +55,7 @@ def _docs_root() -> Path:
 def prepare(work: Path, html: int, pdfs: int, docx_files: int) -> Path:
     """The benchmark folder: a spread of HTML pages and generated PDF and DOCX files."""
     sys.path.insert(0, str(common.REPO_ROOT / "tests"))
-    from file_fixtures import write_pdf  # type: ignore[import-not-found]
+    from file_fixtures import write_pdf  # type: ignore[import-not-found, unused-ignore]
 
     root = _docs_root()
     folder = work / "folder"
@@ -230,7 +230,7 @@ def phase_watch(args: argparse.Namespace) -> dict[str, Any]:
 
 def phase_many(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(common.REPO_ROOT / "tests"))
-    from tiny_model import build_tiny_model  # type: ignore[import-not-found]
+    from tiny_model import build_tiny_model  # type: ignore[import-not-found, unused-ignore]
 
     from edge_colbert.encoder import Encoder
     from edge_colbert.index import Index
