@@ -229,7 +229,10 @@ def _int8(
         _write(base, work, graph_file.name, "none", {}, [graph_file.name, "tokenizer.json"])
         got = compare_graph(work, graph_file.name, queries, docs, ref_q, ref_d, language=language)
         cosine = min(got["query_min_cosine"], got["document_min_cosine"])
-        return Score(cosine, got["ranking_kept"], got["ranking"])
+        # int8 must keep every query's top 3, not only top-1 and most of the top 3.
+        kept = got["ranking_kept"] and got["top3_kept"]
+        why = got["ranking"] if not got["ranking_kept"] else got["top3"]
+        return Score(cosine, kept, why, got["max_score_error"])
 
     return accurate_int8(work / "model.onnx", work / "model.int8.onnx", score)
 

@@ -91,13 +91,32 @@ def compare_graph(
     )  # fmt: skip
     got_q = encoder.encode_queries(list(queries))
     got_d = encoder.encode_documents(list(docs))
-    kept, why = ranking_kept(maxsim(ref_queries, ref_docs), maxsim(got_q, got_d))
+    reference, exported = maxsim(ref_queries, ref_docs), maxsim(got_q, got_d)
+    kept, why = ranking_kept(reference, exported)
+    top3, top3_why = top_k_kept(reference, exported, 3)
     return {
         "query_min_cosine": token_cosines(ref_queries, got_q, "query"),
         "document_min_cosine": token_cosines(ref_docs, got_d, "document"),
         "ranking_kept": kept,
         "ranking": why,
+        "top3_kept": top3,
+        "top3": top3_why,
+        "max_score_error": float(np.abs(reference - exported).max()),
     }
+
+
+def top_k_kept(reference: np.ndarray, exported: np.ndarray, k: int = 3) -> tuple[bool, str]:
+    """Whether every query's exported top-``k`` are reference top-``k`` documents, up to
+    ties (a document within ``TIE`` of the reference's k-th score may take a place)."""
+    for i in range(reference.shape[0]):
+        kth = float(np.sort(reference[i])[::-1][min(k, reference.shape[1]) - 1])
+        for doc in np.argsort(-exported[i])[:k].tolist():
+            if reference[i, doc] < kth - TIE:
+                return False, (
+                    f"query {i}: document {doc} (reference score {reference[i, doc]:.4f}) "
+                    f"entered the top {k}, whose {k}-th reference score is {kth:.4f}"
+                )
+    return True, f"top-{k} kept"
 
 
 def check_graph(
