@@ -671,11 +671,14 @@ class Store:
             rows: list[tuple[int, bytes]] = []
             tokens = 0
             cursor = self._conn.execute(
-                "SELECT doc, codes FROM vectors WHERE doc > ? ORDER BY doc", (last,)
+                "SELECT doc, codes, crc FROM vectors WHERE doc > ? ORDER BY doc", (last,)
             )
-            for row in cursor:
-                rows.append(row)
-                tokens += len(row[1]) // self.dim
+            for doc, codes, crc in cursor:
+                # A full scan: the crc32 costs little beside what is done with the codes.
+                if zlib.crc32(codes) != crc:
+                    raise BadRowError("vectors", doc, "the codes do not match their crc32")
+                rows.append((doc, codes))
+                tokens += len(codes) // self.dim
                 if tokens >= max_tokens:
                     break
             cursor.close()

@@ -338,6 +338,15 @@ CASES: dict[str, tuple[Craft, str, tuple[str, ...] | None]] = {
         "exhaustive",
         ("vectors row",),
     ),
+    "8 flipped bytes inside a vector blob": (
+        lambda p: _sql(
+            p,
+            "UPDATE vectors SET codes = CAST(substr(codes, 1, 8) || zeroblob(8) "
+            "|| substr(codes, 17) AS BLOB) WHERE doc = 6",
+        ),
+        "exhaustive",
+        ("crc32",),
+    ),
     "vector blob empty": (
         lambda p: _sql(p, "UPDATE vectors SET codes = x'' WHERE doc = 3"),
         "exhaustive",
