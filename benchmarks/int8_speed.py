@@ -9,6 +9,7 @@ thread count, and the table gives the median time of each and the median of the 
 ratios. Needs the export extra and the test fixtures' packages (bash .ci/install-export-deps).
 
     python benchmarks/int8_speed.py --seed 0 --docs 200 --rounds 5
+    python benchmarks/int8_speed.py --checkpoint <all-MiniLM-L6-v2 folder> --docs 100
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def documents(n: int) -> list[str]:
 
 
 def alternate(
-    encoders: dict[str, Callable[[list[str]], Any]], docs: list[str], rounds: int
+    encoders: Mapping[str, Callable[[list[str]], Any]], docs: list[str], rounds: int
 ) -> dict[str, list[float]]:
     """Seconds per round of each encoder, measured in alternation after one warm-up."""
     times: dict[str, list[float]] = {name: [] for name in encoders}
@@ -76,7 +77,10 @@ def measure(family: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
     from edge_colbert.manifest import load_manifest
     from edge_colbert_export import export_model
 
-    checkpoint = build(family, work / family, args.seed, args.hidden, args.layers)
+    if args.checkpoint is not None:
+        checkpoint = args.checkpoint
+    else:
+        checkpoint = build(family, work / family, args.seed, args.hidden, args.layers)
     fp32 = export_model(checkpoint, work / f"{family}-fp32", dim="native", quantize="none")
     started = time.perf_counter()
     int8 = export_model(checkpoint, work / f"{family}-int8", dim="native", quantize="int8")
@@ -107,6 +111,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None,
+        help="a real checkpoint folder instead of the random families (e.g. all-MiniLM-L6-v2)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hidden", type=int, default=96, help="backbone width")
     parser.add_argument("--layers", type=int, default=3, help="backbone depth")
@@ -121,14 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     rows = []
+    families = [args.checkpoint.name] if args.checkpoint else args.families.split(",")
     with tempfile.TemporaryDirectory(prefix="int8-speed-") as tmp:
-        for family in args.families.split(","):
+        for family in families:
             rows.append(measure(family, args, Path(tmp)))
             logger.warning("%s done", family)
-    print(
-        f"random checkpoints: {args.layers} layers, {args.hidden} wide, 24-d head, seed "
-        f"{args.seed}; {args.docs} documents x {args.rounds} rounds, {args.threads} thread(s)"
+    made = (
+        f"checkpoint {args.checkpoint}"
+        if args.checkpoint
+        else f"random checkpoints: {args.layers} layers, {args.hidden} wide, 24-d head, seed "
+        f"{args.seed}"
     )
+    print(f"{made}; {args.docs} documents x {args.rounds} rounds, {args.threads} thread(s)")
     print(
         f"{'family':<20} {'fp32 nodes':>10} {'full int8 cos':>13} {'int8 cos':>8} "
         f"{'fp32 ms/doc':>11} {'int8 ms/doc':>11} {'int8 speed-up':>13} {'export s':>8}"
