@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from edge_colbert.errors import EdgeColbertError
+from edge_colbert._adapters import MissingExtraError
 
 __all__ = ["SERVER_EXTRA_HINT", "require_server_extra"]
 
@@ -18,10 +18,11 @@ SERVER_EXTRA_HINT = 'the web server needs FastAPI and uvicorn: pip install "edge
 
 
 def require_server_extra() -> None:
-    """Raise one clear :class:`EdgeColbertError` when FastAPI or uvicorn is missing.
+    """Raise one clear :class:`~edge_colbert._adapters.MissingExtraError` (an ``ImportError``
+    and an ``EdgeColbertError``, as every adapter's) when FastAPI or uvicorn is missing.
 
     Thread-safe (reads only).
     """
     missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
     if missing:
-        raise EdgeColbertError(f"{' and '.join(missing)} not installed; {SERVER_EXTRA_HINT}")
+        raise MissingExtraError(f"{' and '.join(missing)} not installed; {SERVER_EXTRA_HINT}")
