@@ -59,6 +59,7 @@ class Replicated:
     seed: int = 0
     noise: float = 0.3
     keep: float = 0.85
+    max_tokens: int = 0  # > 0: each copy cut to its first max_tokens tokens
 
     def __post_init__(self) -> None:
         from benchmarks.prefilter_sweep import scifact_collection
@@ -71,6 +72,8 @@ class Replicated:
         for doc in range(index * BATCH_DOCS, (index + 1) * BATCH_DOCS):
             rng = np.random.default_rng([self.seed, doc])
             base = self.docs[doc % len(self.docs)]
+            if self.max_tokens > 0:
+                base = base[: self.max_tokens]
             kept = rng.random(base.shape[0]) < self.keep
             kept[0] = True
             x = base[kept] + rng.standard_normal((int(kept.sum()), DIM)) * (
@@ -95,6 +98,7 @@ class PrecomputedEncoder:
     @dataclass(frozen=True)
     class _Manifest:
         name: str = "synthetic-64"
+        languages: tuple[str, ...] = ("en",)
 
     def __init__(self) -> None:
         self.manifest = self._Manifest()
@@ -131,7 +135,7 @@ def phase_build(args: argparse.Namespace) -> dict[str, Any]:
     """Grow the index from ``--start`` to ``--size`` documents; time, memory, file size."""
     from edge_colbert import Index
 
-    gen = Replicated(args.cache, args.seed, args.noise)
+    gen = Replicated(args.cache, args.seed, args.noise, max_tokens=args.max_tokens)
     encoder = PrecomputedEncoder()
     db = args.work / "scaling.db"
     meter = common.PeakMeter()
@@ -161,7 +165,8 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     """Search latency with and without the prefilter, overlap and memory at ``--size``."""
     from edge_colbert import Index
 
-    queries = Replicated(args.cache, args.seed, args.noise).queries(args.queries)
+    gen = Replicated(args.cache, args.seed, args.noise, max_tokens=args.max_tokens)
+    queries = gen.queries(args.queries)
     meter = common.PeakMeter()
     meter.start()
     clock = common.Stopwatch()
@@ -173,13 +178,15 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     for q in queries[:3]:
         index.search_vectors(q, k=10)  # warm-up
     times: dict[str, list[float]] = {"prefilter": [], "exhaustive": []}
+    cpu: dict[str, list[float]] = {"prefilter": [], "exhaustive": []}
     overlaps = []
     for q in queries:
         tops = {}
         for mode in ("prefilter", "exhaustive"):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             hits = index.search_vectors(q, k=10, exhaustive=mode == "exhaustive")
             times[mode].append(time.perf_counter() - started)
+            cpu[mode].append(time.process_time() - started_cpu)
             tops[mode] = [h.id for h in hits]
         overlaps.append(common.overlap_at_k(tops["prefilter"], tops["exhaustive"]))
     memory = meter.report()
@@ -189,6 +196,8 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
         "open_cpu_ms": open_cpu * 1000,
         "first_search_ms": first_seconds * 1000,
         "search": common.latency_ms(times["prefilter"]),
+        "search_cpu": common.latency_ms(cpu["prefilter"]),
+        "search_exhaustive_cpu": common.latency_ms(cpu["exhaustive"]),
         "search_exhaustive": common.latency_ms(times["exhaustive"]),
         "overlap": float(np.mean(overlaps)),
         "memory": memory,
@@ -205,7 +214,9 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[s
         "",
         "Documents replicated from SciFact's real token vectors (the bundled model): document "
         f"i is abstract i mod 5,183 with {1 - 0.85:.0%} of its tokens dropped and noise of norm "
-        f"{args.noise} added (re-normalised), so no encoding is needed; {args.queries} SciFact "
+        f"{args.noise} added (re-normalised)"
+        + (f", cut to its first {args.max_tokens} tokens" if args.max_tokens else "")
+        + f", so no encoding is needed; {args.queries} SciFact "
         "queries, k = 10, searched with `search_vectors` (no query encoding). One file grown "
         "stage by stage through `Index.add` (with the retraining the index does by itself); "
         "each stage and each search run is its own process.",
@@ -213,9 +224,9 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[s
         *common.run_header(machine),
         "| documents | stored tokens | file size | bytes / token | centroids "
         "| add time for the stage (docs/s) | open (ms, CPU ms) | first search (ms) "
-        "| search p50 / p95 (ms) | exhaustive p50 / p95 (ms) | top-10 overlap "
-        "| peak RSS while searching |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| search p50 / p95 (ms) | search CPU p50 (ms) | exhaustive p50 / p95 (ms) "
+        "| exhaustive CPU p50 (ms) | top-10 overlap | peak RSS while searching |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         b, s, info = r["build"], r["search"], r["build"]["info"]
@@ -225,7 +236,9 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[s
             f"| {b['seconds']:.0f} s ({b['added'] / b['seconds']:.0f}) "
             f"| {s['open_ms']:.0f} ({s['open_cpu_ms']:.0f}) | {s['first_search_ms']:.0f} "
             f"| {s['search']['p50']:.1f} / {s['search']['p95']:.1f} "
+            f"| {s['search_cpu']['p50']:.1f} "
             f"| {s['search_exhaustive']['p50']:.1f} / {s['search_exhaustive']['p95']:.1f} "
+            f"| {s['search_exhaustive_cpu']['p50']:.1f} "
             f"| {s['overlap']:.3f} | {s['memory']['above_base'] / (1 << 20):.0f} MiB "
             f"(int8 vectors: {info['tokens'] * DIM / (1 << 20):.0f} MiB) |"
         )
@@ -252,6 +265,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="SciFact vectors of the bundled model (.npz; encoded once if absent)",
     )
     p.add_argument("--noise", type=float, default=0.3, help="noise norm added to each copy")
+    p.add_argument(
+        "--max-tokens", type=int, default=0, help="cut each copy to this many tokens (0: whole)"
+    )
     p.add_argument("--queries", type=int, default=100)
     p.add_argument("--threads", type=int, default=common.available_cores())
     p.add_argument("--seed", type=int, default=0)
@@ -289,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     (work / "scaling.db").unlink(missing_ok=True)
     base = ["--work", str(work), "--seed", str(args.seed), "--queries", str(args.queries),
-            "--cache", str(args.cache), "--noise", str(args.noise)]  # fmt: skip
+            "--cache", str(args.cache), "--noise", str(args.noise),
+            "--max-tokens", str(args.max_tokens)]  # fmt: skip
     rows, start = [], 0
     script = Path(__file__).resolve()
     for size in args.sizes:

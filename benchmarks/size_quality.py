@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['latency']['p50']:.1f} / {r['latency']['p95']:.1f} | {r['docs_per_s']:.0f} |",
             flush=True,
         )
+    if args.cost_docs <= 0:
+        return 0
     cost = pooling_cost(docs, args.cost_docs)
     print(
         "pooling cost per document (same process): "

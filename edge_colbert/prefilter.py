@@ -550,9 +550,10 @@ class Prefilter:
         if not posted.any():
             return scores
         positions, lengths = _gather_segments(doc_indptr, slot[posted])
-        # [C, Tq] rows gathered per entry: each entry reads one contiguous row.
-        cq = np.ascontiguousarray((q @ self._centroids.T).T)
-        values = cq[doc_cents[positions]]
+        qc = q @ self._centroids.T  # [Tq, C]
+        # [Tq, entries], each document's entries contiguous along the last axis: reduceat
+        # along a contiguous axis is 4x faster than gathering [entries, Tq] rows.
+        values = np.take(qc, doc_cents[positions], axis=1)
         starts = np.cumsum(lengths) - lengths
-        scores[posted] = np.maximum.reduceat(values, starts, axis=0).sum(axis=1)
+        scores[posted] = np.maximum.reduceat(values, starts, axis=1).sum(axis=0)
         return scores
