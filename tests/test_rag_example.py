@@ -22,6 +22,20 @@ EXTRAS = {
 }
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
+if not any(_installed(module) for module, _ in EXTRAS.values()):
+    pytest.skip(
+        'needs a framework extra: pip install "edge-colbert[langchain,llama-index,mcp]"',
+        allow_module_level=True,
+    )
+
+
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The docs index, built once by the example's own build_index."""
