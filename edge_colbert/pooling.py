@@ -183,7 +183,7 @@ def settle_pool_factor(store: Store, requested: int | None) -> int:
 
     ``None`` takes what the file records. A number is recorded in a file that holds no
     document yet (a new index), and must match what a file with documents records: every
-    document of one index is pooled alike (``edge-colbert compact`` converts a file).
+    document of one index is pooled alike.
 
     Raises:
         InvalidInputError: a bad number, or one that differs from a non-empty file's.
@@ -197,7 +197,7 @@ def settle_pool_factor(store: Store, requested: int | None) -> int:
         raise InvalidInputError(
             f"{store.path} pools tokens by {recorded}, recorded when it was created; it "
             f"cannot add documents pooled by {factor}. Open it without pool_factor, or "
-            f"convert it: edge-colbert compact {store.path} --pool-factor {factor}."
+            f"index into a new file with pool_factor={factor}."
         )
     with store.transaction() as conn:
         store.set_meta(conn, {schema.META_POOL_FACTOR: str(factor)})

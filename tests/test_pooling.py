@@ -127,7 +127,7 @@ def test_bad_pool_factors_are_refused_and_the_file_is_untouched(
     with Index(path, encoder=tiny_encoder) as index:
         index.add(TEXTS[:3])
     before = path.read_bytes()
-    with pytest.raises(InvalidInputError, match=r"pools tokens by 1.*compact"):
+    with pytest.raises(InvalidInputError, match=r"pools tokens by 1.*new file with pool_factor=2"):
         Index(path, encoder=tiny_encoder, pool_factor=2)
     assert path.read_bytes() == before
     con = sqlite3.connect(path)
