@@ -71,6 +71,8 @@ logger = logging.getLogger(__name__)
 
 # Stay under SQLITE_MAX_VARIABLE_NUMBER's historic default (999) whatever the build.
 MAX_VARIABLES = 900
+# Rows per short read of ids() and metadata() (see Store._pages).
+PAGE_ROWS = 1000
 PAGE_SIZE = 512
 MMAP_BYTES = 256 << 20
 # A WAL keeps the size of its largest transaction until the last connection closes; a
@@ -213,9 +215,8 @@ class Store:
                 check_same_thread=False,
             )
         except sqlite3.Error as error:
-            raise filecheck.open_error(
-                self.path, error, readonly=self.readonly
-            ) or IndexFileError(f"cannot open {self.path}: {error}.") from error
+            opened = filecheck.open_error(self.path, error, readonly=self.readonly)
+            raise opened or IndexFileError(f"cannot open {self.path}: {error}.") from error
         filecheck.harden(conn)
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -313,8 +314,10 @@ class Store:
         text = str(error).lower()
         if readguard.damaged(error):
             return readguard.stored_data_error(self.path, "writing", error)
-        if "disk i/o" in text or "unable to open" in text or (
-            not self.readonly and ("readonly" in text or "read-only" in text)
+        if (
+            "disk i/o" in text
+            or "unable to open" in text
+            or (not self.readonly and ("readonly" in text or "read-only" in text))
         ):
             # The file itself cannot be read or written: media, permissions, disk.
             return filecheck.open_error(self.path, error, readonly=self.readonly) or error
@@ -490,15 +493,37 @@ class Store:
         ).fetchone()
         return None if row is None else _document(row)
 
+    def _pages(self, columns: str) -> Iterator[tuple[Any, ...]]:
+        """Rows ``(rowid, *columns)`` of every document by rowid, :data:`PAGE_ROWS` per
+        short read: a generator left half consumed holds no statement open, so it pins no
+        snapshot (the WAL could not be checkpointed past it, and ``len`` went stale)."""
+        last = -1
+        while True:
+            rows = self._conn.execute(
+                f"SELECT rowid, {columns} FROM documents WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (last, PAGE_ROWS),
+            ).fetchall()
+            if not rows:
+                return
+            last = int(rows[-1][0])
+            yield from rows
+
     def ids(self) -> Iterator[str]:
-        """Every document id, in insertion order."""
-        for (doc_id,) in self._conn.execute("SELECT id FROM documents ORDER BY rowid"):
+        """Every document id, in insertion order, read in pages (documents added or deleted
+        while iterating may or may not be seen)."""
+        for _, doc_id in self._pages("id"):
             yield str(doc_id)
 
     def metadata(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Every (id, metadata), in insertion order."""
-        for doc_id, meta in self._conn.execute("SELECT id, metadata FROM documents ORDER BY rowid"):
-            yield str(doc_id), json.loads(meta)
+        """Every (id, metadata), in insertion order, read in pages like :meth:`ids`."""
+        for rowid, doc_id, meta in self._pages("id, metadata"):
+            try:
+                value = json.loads(meta)
+            except (ValueError, TypeError, RecursionError) as error:
+                raise BadRowError("documents", rowid, error) from error
+            if not isinstance(value, dict):
+                raise BadRowError("documents", rowid, "metadata is not a JSON object")
+            yield str(doc_id), value
 
     def documents(self, rowids: Sequence[int]) -> dict[int, StoredDocument]:
         """The documents with these rowids, by rowid."""

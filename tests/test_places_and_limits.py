@@ -287,3 +287,44 @@ def test_text_over_the_stored_limit_is_refused(tmp_path: Path, tiny_encoder: Enc
         with pytest.raises(InvalidInputError, match="a document may hold"):
             index.add(["water " * (MAX_TEXT_BYTES // 6 + 1)], ids=["big"])
         assert len(index) == 0
+
+
+def test_half_consumed_iterators_pin_no_snapshot(tmp_path: Path, tiny_encoder: Encoder) -> None:
+    """``iter(index)`` and ``metadata()`` read in short pages: a generator left half
+    consumed lets other writers' commits be checkpointed and counted."""
+    path = tmp_path / "pages.db"
+    with Index(path, encoder=tiny_encoder) as index:
+        index.add([f"note {i} about water" for i in range(2500)], metadata=[{"i": 1}] * 2500)
+        ids, metas = iter(index), index.metadata()
+        first = next(ids), next(metas)
+        with Index(path, encoder=tiny_encoder) as other:
+            other.add([f"later note {i}" for i in range(1500)])
+            conn = other.store.connection
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0  # no reader pinned the old snapshot
+        assert Path(str(path) + "-wal").stat().st_size == 0
+        assert len(index) == 4000
+        rest = list(ids)
+        assert first[0] not in rest and len(rest) + 1 == 4000  # the pages go on past it
+        assert sum(1 for _ in metas) + 1 == 4000
+
+
+def test_a_newer_versions_file_says_upgrade_even_with_new_tables(
+    tmp_path: Path, tiny_encoder: Encoder
+) -> None:
+    from edge_colbert.schema import SCHEMA_VERSION
+
+    path = tmp_path / "newer.db"
+    with Index(path, encoder=tiny_encoder) as index:
+        index.add(NOTES)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE future_feature (x)")
+    conn.execute(
+        "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+    )
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(IndexFileError, match="upgrade"):
+        Index(path, encoder=tiny_encoder)
+    assert path.read_bytes() == before
