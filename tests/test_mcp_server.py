@@ -125,6 +125,15 @@ def test_read_only_server_searches_and_refuses_bad_calls(db: Path) -> None:
         write = await session.call_tool("index_paths", {"paths": [str(ROOT / "docs")]})
         assert write.is_error and "--allow-write" in _text(write)
 
+        # Concurrent calls (each runs in a worker thread of the server, on one Index).
+        queries = ["crash", "prefilter", "onnxruntime", QUESTION] * 2
+        results = await asyncio.gather(
+            *(session.call_tool("search", {"query": q, "k": 2}) for q in queries)
+        )
+        with Index(db, encoder=Encoder(), readonly=True) as index:
+            for query, result in zip(queries, results, strict=True):
+                assert [h["id"] for h in _data(result)] == [h.id for h in index.search(query, 2)]
+
         # Still answering after all that.
         assert (
             _data(await session.call_tool("search", {"query": QUESTION, "k": 1}))[0]["id"] == "wal"
