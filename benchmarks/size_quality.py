@@ -51,29 +51,36 @@ def build_and_search(
     docs: list[np.ndarray],
     queries: list[np.ndarray],
     work: Path,
+    *,
+    wanted: set[str],
+    reuse: bool = False,
 ) -> dict[str, Any]:
-    """Index every document at ``pool_factor`` and run every query (k = 100)."""
+    """Index every document at ``pool_factor`` (or reuse ``work/pool{N}.db``) and run the
+    ``wanted`` queries (k = 100)."""
     from edge_colbert import Index
 
     data = load_dataset()
     encoder = PrecomputedEncoder()
     path = work / f"pool{pool_factor}.db"
-    path.unlink(missing_ok=True)
-    began = time.perf_counter()
-    with Index(path, encoder=encoder, pool_factor=pool_factor) as index:  # type: ignore[arg-type]
-        for start in range(0, len(docs), 1000):
-            texts = data.doc_texts[start : start + 1000]
-            encoder.give(texts, docs[start : start + 1000])
-            index.add(texts, ids=data.doc_ids[start : start + 1000])
-        seconds = time.perf_counter() - began
+    seconds = float("nan")
+    if not (reuse and path.exists()):
+        path.unlink(missing_ok=True)
+        began = time.perf_counter()
+        with Index(path, encoder=encoder, pool_factor=pool_factor) as index:  # type: ignore[arg-type]
+            for start in range(0, len(docs), 1000):
+                texts = data.doc_texts[start : start + 1000]
+                encoder.give(texts, docs[start : start + 1000])
+                index.add(texts, ids=data.doc_ids[start : start + 1000])
+            seconds = time.perf_counter() - began
+    with Index(path, readonly=True) as index:
         info = index.info()
     raw_tokens = sum(d.shape[0] for d in docs)
     run: dict[str, dict[str, float]] = {}
     times = []
-    with Index(path, encoder=encoder, readonly=True) as index:  # type: ignore[arg-type]
+    with Index(path, readonly=True) as index:
         index.search_vectors(queries[0], k=100)  # warm-up
         for qid, q in zip(data.query_ids, queries, strict=True):
-            if qid not in data.qrels:
+            if qid not in wanted:
                 continue
             t = time.perf_counter()
             hits = index.search_vectors(q, k=100)
@@ -128,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--cost-docs", type=int, default=200, help="documents timed for cost")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument(
+        "--queries-per-half", type=int, default=0, help="evaluate this many of each half (0: all)"
+    )
+    parser.add_argument("--reuse", action="store_true", help="reuse work/poolN.db if present")
     args = parser.parse_args(argv)
     docs, queries = scifact_collection(args.cache)
     work = args.work or Path(tempfile.mkdtemp(prefix="edge-colbert-size-"))
@@ -136,18 +147,23 @@ def main(argv: list[str] | None = None) -> int:
     judged = sorted(data.qrels)
     rng = np.random.default_rng(SPLIT_SEED)
     tune = set(rng.choice(judged, size=len(judged) // 2, replace=False).tolist())
+    limit = args.queries_per_half or len(judged)
     halves = {
-        "tune": {q: data.qrels[q] for q in judged if q in tune},
-        "report": {q: data.qrels[q] for q in judged if q not in tune},
+        "tune": {q: data.qrels[q] for q in [q for q in judged if q in tune][:limit]},
+        "report": {q: data.qrels[q] for q in [q for q in judged if q not in tune][:limit]},
     }
-    print(f"{len(docs)} documents, {len(judged)} judged queries (split seed {SPLIT_SEED})")
+    wanted = set(halves["tune"]) | set(halves["report"])
+    print(
+        f"{len(docs)} documents, {len(judged)} judged queries (split seed {SPLIT_SEED}), "
+        f"{len(halves['tune'])} + {len(halves['report'])} evaluated"
+    )
     print(
         "| codec | pool factor | stored tokens | bytes / token | nDCG@10 (report half) "
         "| Recall@100 (report) | nDCG@10 (tune half) | search p50 / p95 (ms) | docs/s |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for factor in args.pool_factors:
-        r = build_and_search(factor, docs, queries, work)
+        r = build_and_search(factor, docs, queries, work, wanted=wanted, reuse=args.reuse)
         share = r["stored_tokens"] / r["raw_tokens"]
         print(
             f"| int8 | {factor} | {r['stored_tokens']:,} ({share:.0%}) "

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_colbert import schema
+from edge_colbert.codec import stored_codec
 from edge_colbert.errors import InvalidInputError
 from edge_colbert.lexical import DEFAULT_LEXICAL_WEIGHT, Fusion, fts_query, fuse
 from edge_colbert.maxsim import maxsim_int8_packed, maxsim_scores
@@ -203,6 +204,7 @@ class Index:
             path, model=_model_info(encoder), readonly=readonly, timeout=timeout, mmap=mmap
         )
         try:
+            self.codec = stored_codec(self._store.meta(), self._store.path)
             self.pool_factor = settle_pool_factor(self._store, pool_factor)
         except BaseException:
             self._store.close()
