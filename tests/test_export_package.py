@@ -105,6 +105,9 @@ def test_the_wheel_installs_no_top_level_export_or_models_package(wheel: Path) -
     assert tops == {"edge_colbert", "edge_colbert_export"}
     assert sorted(declared) == ["edge_colbert", "edge_colbert_export"]
     assert not any(name.split("/")[0] in PACKAGES_OUT_OF_THE_WHEEL for name in names)
+    # Every subpackage of the checkout is in the wheel ([tool.setuptools] lists them).
+    for init in (ROOT / "edge_colbert").rglob("__init__.py"):
+        assert init.relative_to(ROOT).as_posix() in names, f"{init.parent} is not in the wheel"
     # What the installed packages read as resources is in the wheel.
     assert "edge_colbert_export/calibration/passages.txt" in names
     assert "edge_colbert/models/all-minilm-l6-v2-colbert-64/model.onnx" in names
