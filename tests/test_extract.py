@@ -4,6 +4,7 @@ reasons for files that cannot be read."""
 from __future__ import annotations
 
 import codecs
+import importlib.util
 import tracemalloc
 from pathlib import Path
 
@@ -280,11 +281,10 @@ def test_epub_chapters_follow_the_spine(tmp_path: Path) -> None:
         tmp_path / "book.epub", [("Departure", "The ship left at dawn."), ("Storm", "Waves.")]
     )
     found = sections(path)
-    assert [(s.where["chapter"], s.where.get("heading")) for s in found] == [
-        (1, "Departure"),
-        (2, "Storm"),
-    ]
-    assert "The ship left at dawn." in found[0].text
+    assert [s.where["chapter"] for s in found] == [1, 2]
+    assert "The ship left at dawn." in found[0].text and "Waves." in found[1].text
+    if importlib.util.find_spec("selectolax") is not None:  # heading paths need selectolax
+        assert [s.where.get("heading") for s in found] == ["Departure", "Storm"]
 
 
 def test_bad_epubs(tmp_path: Path) -> None:
