@@ -367,11 +367,17 @@ def repair_index(path: str | Path) -> RepairReport:
     finally:
         source.close()
     if meta.get(schema.META_SCHEMA_VERSION) != str(schema.SCHEMA_VERSION):
-        raise IndexFileError(
-            f"{path} has schema version {meta.get(schema.META_SCHEMA_VERSION)}; open it once "
-            f"with this edge-colbert (e.g. `edge-colbert info {path}` after an add) to migrate "
-            "it, then repair."
-        )
+        # An older schema: migrate it first (one transaction on a writable open), so the
+        # salvage copies into the current schema; a newer one is refused by the open.
+        from edge_colbert.index import Index
+
+        Index(path).close()
+        report.notes.append(f"migrated from schema {meta.get(schema.META_SCHEMA_VERSION)}")
+        source = _connect(path, "ro")
+        try:
+            meta = {str(k): str(v) for k, v in source.execute("SELECT key, value FROM meta")}
+        finally:
+            source.close()
     fresh = path.with_name(path.name + ".repair")
     filecheck.remove_new_file(fresh)
     try:

@@ -199,3 +199,32 @@ def test_repair_of_a_flipped_page_passes_check_or_refuses_clearly(
     else:
         assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
         assert str(index_path) in result.stderr
+
+
+def test_repair_migrates_an_older_schema_first(tmp_path: Path, tiny_encoder: Encoder) -> None:
+    """A version 1 file (frozen schema, two documents copied in) is migrated, then repaired."""
+    from edge_colbert.filecheck import FROZEN_SCHEMAS
+
+    current = tmp_path / "current.db"
+    with Index(current, encoder=tiny_encoder) as index:
+        index.add(_texts(2), ids=["a", "b"])
+    old = tmp_path / "v1.db"
+    conn = sqlite3.connect(old, isolation_level=None)
+    for statement in FROZEN_SCHEMAS[1]:
+        conn.execute(statement)
+    conn.execute("ATTACH ? AS cur", (str(current),))
+    conn.execute("INSERT INTO documents SELECT * FROM cur.documents")
+    conn.execute(
+        "INSERT INTO vectors(doc, codes, scales) SELECT doc, codes, zeroblob(length(codes) / 8) "
+        "FROM cur.vectors"
+    )
+    conn.execute(
+        "INSERT INTO meta SELECT key, value FROM cur.meta WHERE key IN "
+        "('app', 'model_identity', 'model_name', 'dim', 'trained_on_tokens')"
+    )
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.execute("DETACH cur")
+    conn.close()
+    report = repair_index(old)
+    assert report.kept == 2 and any("migrated from schema 1" in n for n in report.notes)
+    assert check_index(old).ok
