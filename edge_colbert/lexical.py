@@ -35,7 +35,7 @@ MAX_QUERY_TERMS = 64
 # the prefilter's candidates and an exhaustive scan give nearly the same scale.
 NORM_DEPTH = 100
 # Weight of BM25 in the convex combination (chosen on one half of scifact-dev; docs/hybrid.md).
-DEFAULT_LEXICAL_WEIGHT = 0.4
+DEFAULT_LEXICAL_WEIGHT = 0.6
 RRF_K = 60
 
 Fusion = Literal["convex", "rrf"]

@@ -132,7 +132,7 @@ def run_worker(
                     paused[0] = True
                     _append(fd, "writing")
                     time.sleep(slow_write_s)
-                elif slow_retrain_s > 0 and head.startswith("UPDATE VECTORS SET CENTROIDS"):
+                elif slow_retrain_s > 0 and head.startswith("INSERT OR REPLACE INTO DOC_CENTROIDS"):
                     paused[0] = True
                     _append(fd, "retraining")
                     time.sleep(slow_retrain_s)
