@@ -36,6 +36,7 @@ from crash_worker import (
 
 from edge_colbert import Index, StorageFullError
 from edge_colbert.encoder import Encoder
+from edge_colbert.sync import ADD_CHUNKS
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 24
@@ -230,19 +231,27 @@ def _ids(db: Path) -> set[tuple[str, str]]:
 
 
 def test_cli_index_killed_then_rerun_finishes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """``edge-colbert index`` killed twice, each time while batches remain, keeps every
+    committed batch whole and nothing else, and a rerun ends where an uninterrupted run ends.
+
+    The CLI gathers chunks of many files into ``ADD_CHUNKS``-chunk ``Index.add`` calls, one
+    transaction each; the corpus is over four of those, so a kill soon after a run's first
+    commit is seen always lands with at least one more batch to go.
+    """
     corpus = tmp_path / "notes"
     corpus.mkdir()
-    for n in range(240):  # about 760 chunks: twelve of the CLI's 64-chunk batches
+    for n in range(1400):  # about 4,370 chunks: four full batches and part of a fifth
         paragraphs = [doc_text(n * 10 + p) for p in range(4)]
-        (corpus / f"note{n:03d}.txt").write_text("\n\n".join(paragraphs), encoding="utf-8")
+        (corpus / f"note{n:04d}.txt").write_text("\n\n".join(paragraphs), encoding="utf-8")
     clean = tmp_path / "clean.db"
     done = subprocess.run(_cli(tiny_model_dir, "index", str(clean), str(corpus)), env=_script_env())
     assert done.returncode == 0
     everything = _ids(clean)
+    assert len(everything) > 4 * ADD_CHUNKS, "the corpus must span more than four batches"
 
     db = tmp_path / "killed.db"
     rng = random.Random(99)
-    partial = []
+    partial: list[int] = []
     for _ in range(2):
         indexer = subprocess.Popen(
             _cli(tiny_model_dir, "index", str(db), str(corpus)),
@@ -250,20 +259,32 @@ def test_cli_index_killed_then_rerun_finishes(tmp_path: Path, tiny_model_dir: Pa
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        # Wait for a committed batch beyond what earlier runs left, then kill at random.
+        # Wait for a batch committed beyond what earlier runs left (a run adds only the
+        # chunks that are missing, so this is the run's first commit), then kill it a random
+        # moment into the next batch's encoding or writing.
         start = partial[-1] if partial else 0
-        deadline = time.monotonic() + 60
+        seen = start
+        deadline = time.monotonic() + 120
         while indexer.poll() is None and time.monotonic() < deadline:
-            if db.exists() and _count(db) > start:
-                break
+            if db.exists():
+                seen = _count(db)
+                if seen > start:
+                    break
             time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.15))
+        time.sleep(rng.uniform(0.0, 0.1))
         indexer.send_signal(signal.SIGKILL)
         indexer.wait(10)
+        assert indexer.returncode == -signal.SIGKILL, "the run ended before the kill"
         integrity, problems = check_structure(db)
         assert integrity == "ok" and not problems, problems
-        partial.append(len(_ids(db)))
-    assert any(0 < n < len(everything) for n in partial), f"no kill landed mid-run: {partial}"
+        kept = _ids(db)
+        # Nothing committed is lost and nothing half-written stays: whole batches only, each
+        # chunk as the uninterrupted run stores it.
+        assert len(kept) >= seen > start, (start, seen, len(kept))
+        assert (len(kept) - start) % ADD_CHUNKS == 0, (start, len(kept))
+        assert kept <= everything
+        partial.append(len(kept))
+    assert all(0 < n < len(everything) for n in partial), f"a kill came after the end: {partial}"
     rerun = subprocess.run(_cli(tiny_model_dir, "index", str(db), str(corpus)), env=_script_env())
     assert rerun.returncode == 0
     integrity, problems = check_structure(db)

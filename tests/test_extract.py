@@ -114,6 +114,30 @@ def test_without_charset_normalizer_legacy_text_names_the_extra(
     assert FILES in caught.value.reason
 
 
+@pytest.mark.parametrize("extra", ["installed", "missing"])
+def test_binary_without_nul_bytes_is_binary_with_or_without_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str
+) -> None:
+    """Not UTF-8, no NUL byte, but control bytes no 8-bit text holds: skipped as binary (not
+    sent to the extra), while legacy text with tabs, CRLF and a DOS Ctrl-Z at its end is text."""
+    import sys
+
+    if extra == "installed":
+        pytest.importorskip("charset_normalizer", reason=FILES)
+    else:
+        monkeypatch.setitem(sys.modules, "charset_normalizer", None)
+    noise = bytes(range(1, 256)) * 8  # compressed data looks like this: every byte value
+    (tmp_path / "noise.txt").write_bytes(noise)
+    assert reason(tmp_path / "noise.txt") == "binary file (control byte 0x01 at offset 0), not text"
+    line = "2024-01-02 the caf\u00e9 opened at nine, the cr\u00e8me was cold\tok\r\n"
+    (tmp_path / "old.log").write_bytes((line * 10 + "\x1a").encode("cp1252"))
+    if extra == "installed":
+        assert sections(tmp_path / "old.log")[0].text == line.replace("\r", "") * 10 + "\x1a"
+    else:
+        with pytest.raises(FilesExtraMissingError):
+            sections(tmp_path / "old.log")
+
+
 def test_binary_empty_missing_too_large_and_looping_files_give_reasons(tmp_path: Path) -> None:
     (tmp_path / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
     (tmp_path / "empty.md").write_bytes(b"")

@@ -9,9 +9,11 @@ bounded so that the file runs in well under a minute.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
+import random
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from hypothesis import strategies as st
 from edge_colbert import EdgeColbertError
 from edge_colbert.encoder import Encoder
 from edge_colbert.index import Index
+from edge_colbert.records import decode_text
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -409,19 +412,27 @@ def _run_cli(model: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# Western European text in a legacy 8-bit encoding: not UTF-8, but text (issue 11).
+LEGACY_TEXT = "Le café crème du matin, à la française : déjà prêt."
+
+
 def _bad_files(folder: Path) -> dict[str, Path]:
-    """One file (or link) per kind of bad input, beside one good note."""
+    """One file (or link) per kind of bad input, beside one good note and one legacy-encoded
+    note (``legacy.txt``, which is text and not bad)."""
     folder.mkdir()
     (folder / "good.txt").write_text("a good note about rivers and the sea", encoding="utf-8")
+    (folder / "legacy.txt").write_bytes(LEGACY_TEXT.encode("cp1252"))
     bad = {
         "binary": folder / "binary.txt",
-        "invalid UTF-8": folder / "latin1.txt",
+        "binary without NUL bytes": folder / "noise.txt",
         "empty": folder / "empty.txt",
         "whitespace only": folder / "blank.md",
         "very large": folder / "huge.txt",
     }
     bad["binary"].write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
-    bad["invalid UTF-8"].write_bytes("café crème".encode("latin-1"))
+    # Not UTF-8 and no NUL byte, but control bytes no 8-bit text holds (compressed data).
+    noise = random.Random(11)
+    bad["binary without NUL bytes"].write_bytes(bytes(noise.randrange(1, 256) for _ in range(4096)))
     bad["empty"].write_bytes(b"")
     bad["whitespace only"].write_text(" \n\t\n", encoding="utf-8")
     with bad["very large"].open("wb") as handle:  # sparse: 200 MB in no time, no disk used
@@ -436,6 +447,9 @@ def _bad_files(folder: Path) -> dict[str, Path]:
 
 
 def test_cli_skips_bad_files_with_one_line_each(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Every bad file is named once with its reason and the run goes on; a legacy-encoded
+    note is text: decoded (Windows-1252) where charset-normalizer is installed, else named
+    in the summary line's count of files that need the ``files`` extra, never skipped as bad."""
     bad = _bad_files(tmp_path / "notes")
     db = tmp_path / "notes.db"
     result = _run_cli(tiny_model_dir, "index", str(db), str(tmp_path / "notes"))
@@ -445,11 +459,29 @@ def test_cli_skips_bad_files_with_one_line_each(tmp_path: Path, tiny_model_dir: 
     for kind, path in bad.items():
         lines = [line for line in skipped if str(path) in line]
         assert len(lines) == 1, f"{kind}: {result.stderr}"
-    assert len(skipped) == len(bad), result.stderr
+    noise = next(line for line in skipped if str(bad["binary without NUL bytes"]) in line)
+    assert "binary file (control byte" in noise, noise
+    links = {tmp_path / "notes" / name for name in ("self.txt", "ping.txt", "pong.txt")}
+    assert len(skipped) == len(bad) + len(links), result.stderr
+    assert all(any(str(link) in line for line in skipped) for link in links), result.stderr
     con = sqlite3.connect(db)
-    paths = {json.loads(m)["path"] for (m,) in con.execute("SELECT metadata FROM documents")}
+    rows = con.execute("SELECT metadata, text FROM documents").fetchall()
     con.close()
-    assert paths == {str(tmp_path / "notes" / "good.txt")}
+    chunks: dict[str, dict[int, str]] = {}
+    for meta, text in rows:
+        where = json.loads(meta)
+        chunks.setdefault(where["path"], {})[where["chunk"]] = decode_text(text)
+    notes = tmp_path / "notes"
+    if importlib.util.find_spec("charset_normalizer") is not None:
+        assert set(chunks) == {str(notes / "good.txt"), str(notes / "legacy.txt")}
+        # The tiny model's window cuts the note into overlapping chunks: each is a piece of
+        # the text as written, the first one starts it and the last one ends it.
+        legacy = chunks[str(notes / "legacy.txt")]
+        assert all(piece in LEGACY_TEXT for piece in legacy.values()), legacy
+        assert LEGACY_TEXT.startswith(legacy[0]) and LEGACY_TEXT.endswith(legacy[len(legacy) - 1])
+    else:
+        assert set(chunks) == {str(notes / "good.txt")}
+        assert 'legacy-encoded files need pip install "edge-colbert[files]"' in result.stdout
 
 
 def test_cli_unreadable_file(tmp_path: Path, tiny_model_dir: Path) -> None:

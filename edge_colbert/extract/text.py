@@ -29,6 +29,10 @@ MAX_MARKUP_BYTES = 20 * 1024 * 1024
 # How much more "chaos" (charset-normalizer's mess measure) a Windows-1252 reading may show
 # than the best candidate and still be preferred.
 WESTERN_TOLERANCE = 0.05
+# C0 control bytes that text does not hold (tab, line breaks, form feed, Ctrl-Z at the end of
+# old DOS files and the escape of coloured logs aside): a file that is not UTF-8 and holds one
+# is binary, whatever 8-bit encoding it would be read in.
+_BINARY_CONTROL = re.compile(rb"[\x01-\x08\x0e-\x19\x1c-\x1f]")
 # A code section reaches this many characters before a top-level definition starts a new one.
 CODE_SECTION_CHARS = 600
 
@@ -54,7 +58,8 @@ def detect_encoding(file: Path, sample: bytes, *, whole: bool) -> str:
             at its end).
 
     Raises:
-        UnreadableFileError: binary (NUL bytes, or no encoding fits).
+        UnreadableFileError: binary (NUL bytes; not UTF-8 and holding control bytes; or no
+            encoding fits).
         FilesExtraMissingError: not UTF-8, and charset-normalizer is not installed.
     """
     if sample.startswith(codecs.BOM_UTF8):
@@ -70,6 +75,14 @@ def detect_encoding(file: Path, sample: bytes, *, whole: bool) -> str:
         if not whole and error.start >= len(sample) - 3 and error.end == len(sample):
             return "utf-8"  # a character cut by the end of the sample
         bad = f"byte 0x{sample[error.start]:02x} at offset {error.start}"
+    control = _BINARY_CONTROL.search(sample)
+    if control is not None:
+        # No 8-bit text encoding uses these bytes for text: binary, with or without the extra.
+        raise UnreadableFileError(
+            file,
+            f"binary file (control byte 0x{control.group()[0]:02x} at offset "
+            f"{control.start()}), not text",
+        )
     try:
         from charset_normalizer import from_bytes
     except ImportError:
