@@ -22,7 +22,7 @@ from edge_colbert.manifest import Manifest, checksum_files, write_manifest
 from . import graph
 from .checkpoint import Checkpoint, load_checkpoint
 from .head import fold_projection, slice_matryoshka
-from .int8 import Int8Plan, Score, accurate_int8
+from .int8 import INT8_MAX_SCORE_ERROR, Int8Plan, Score, accurate_int8
 from .recipes import find_recipe
 from .reference import FOUR_D_MASK_FAMILIES, build_module, encode, prepare
 from .verify import check_graph, compare_graph
@@ -234,7 +234,9 @@ def _int8(
         why = got["ranking"] if not got["ranking_kept"] else got["top3"]
         return Score(cosine, kept, why, got["max_score_error"])
 
-    return accurate_int8(work / "model.onnx", work / "model.int8.onnx", score)
+    return accurate_int8(
+        work / "model.onnx", work / "model.int8.onnx", score, max_score_error=INT8_MAX_SCORE_ERROR
+    )
 
 
 def _save_tokenizer(ckpt: Checkpoint, work: Path) -> None:

@@ -26,8 +26,8 @@ from edge_colbert.encoder import Encoder
 from edge_colbert.errors import ExportError
 from edge_colbert.manifest import checksum_files, load_manifest, write_manifest
 from edge_colbert_export.int8 import (
+    INT8_MAX_SCORE_ERROR,
     INT8_MIN_COSINE,
-    MAX_SCORE_ERROR,
     Score,
     accurate_int8,
     candidate_nodes,
@@ -163,13 +163,14 @@ def test_int8_keeps_the_reference_top3_for_every_family(
     record = manifest.extra["int8"]
     assert manifest.quantization == "int8"
     assert record["min_cosine"] >= INT8_MIN_COSINE
-    assert record["max_score_error"] <= MAX_SCORE_ERROR
     assert len(record["float32_nodes"]) < record["quantizable_nodes"]
     ref_q, ref_d = _pylate(folder, language)
     encoder = Encoder(out, providers=["CPUExecutionProvider"], threads=1, language=language)
     got_q, got_d = encoder.encode_queries(fx.QUERIES), encoder.encode_documents(fx.DOCUMENTS)
+    # Every query's top 3 are reference top-3 documents (ties within 0.002 aside).
     kept, why = top_k_kept(maxsim(ref_q, ref_d), maxsim(got_q, got_d), 3)
     assert kept, f"{family} seed {seed}: {why}; float32 nodes {record['float32_nodes']}"
+    assert record["max_score_error"] <= INT8_MAX_SCORE_ERROR
     cosine = min(token_cosines(ref_q, got_q, "query"), token_cosines(ref_d, got_d, "document"))
     assert cosine >= 0.9, f"{family} seed {seed}: smallest per-token cosine {cosine:.4f}"
     print(
