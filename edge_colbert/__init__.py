@@ -1,6 +1,6 @@
 """edge-colbert: ColBERT late-interaction search on a laptop or an edge board.
 
-The runtime needs only numpy, onnxruntime, tokenizers, usearch and sqlite-utils; it never
+The runtime needs only numpy, onnxruntime, tokenizers and sqlite-utils; it never
 imports torch, transformers or optimum.
 
 >>> from edge_colbert import Encoder, Index
