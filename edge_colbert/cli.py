@@ -25,7 +25,7 @@ from edge_colbert.sync import absolute
 
 if TYPE_CHECKING:
     from edge_colbert.encoder import Encoder
-    from edge_colbert.index import Index
+    from edge_colbert.index import Hit, Index
 
 PROG = "edge-colbert"
 # The export step's package; imported only when the `export` command runs. Its dependency
@@ -120,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="search an index",
         description="Rank the chunks of DB against QUERY and show the best-matching passages.",
     )
-    search.add_argument("db", metavar="DB", help="the index file")
+    search.add_argument(
+        "dbs",
+        metavar="DB",
+        nargs="+",
+        help="the index file; several (written by the same model) have their hits merged",
+    )
     search.add_argument("query", metavar="QUERY", help="what to look for")
     search.add_argument("-k", type=_positive_int, default=5, help="number of results (default 5)")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -276,46 +281,108 @@ def _parse_where(items: Sequence[str]) -> dict[str, Any] | None:
     return where or None
 
 
+# Reciprocal rank fusion's constant for merging several databases' hybrid/keyword lists.
+RRF_K = 60
+
+
+def _check_same_model(paths: Sequence[Path]) -> None:
+    """Refuse databases written by different models: their vectors and scores do not mix."""
+    first: tuple[Path, str] | None = None
+    for path in paths:
+        with _open_index(path, None, readonly=True) as index:
+            model = str(index.info()["model"])
+        if first is None:
+            first = (path, model)
+        elif model != first[1]:
+            raise InvalidInputError(
+                f"{first[0]} was written by model {first[1]!r} but {path} by {model!r}; "
+                "search together only databases indexed with the same model"
+            )
+
+
+def _merge_hits(lists: Sequence[list[Hit]], k: int, *, mode: str) -> list[tuple[int, Hit]]:
+    """The ``k`` best of several databases' hit lists, as (list number, hit).
+
+    Semantic scores are MaxSim sums from one model, comparable across files, so they are
+    merged by score. Hybrid scores are normalised per file and BM25 depends on each file's
+    statistics, so those are not comparable: they are merged by reciprocal rank fusion
+    (1 / (60 + rank in its own list)), ties broken by score.
+    """
+    tagged = [
+        (number, rank, hit)
+        for number, hits in enumerate(lists)
+        for rank, hit in enumerate(hits, start=1)
+    ]
+    if mode == "semantic":
+        tagged.sort(key=lambda item: -item[2].score)
+    else:
+        tagged.sort(key=lambda item: (-1.0 / (RRF_K + item[1]), -item[2].score))
+    return [(number, hit) for number, _, hit in tagged[:k]]
+
+
 def _run_search(args: argparse.Namespace) -> int:
     from edge_colbert.highlight import Style, best_passage, mark, match_spans
+    from edge_colbert.relevance import hit_is_weak
 
-    path = _existing_index(args.db)
+    paths = [_existing_index(db) for db in args.dbs]
     if not args.query.strip():
         raise InvalidInputError("the query is empty; give some words to search for")
     from edge_colbert.validation import check_unicode
 
     check_unicode(args.query, "the query (bytes that are not UTF-8 in the command line)")
     where = _parse_where(args.where)
+    if len(paths) > 1:
+        _check_same_model(paths)
     # Keyword mode reads the full-text index alone: no model is loaded.
     encoder = None if args.mode == "keyword" else _encoder(args)
-    with _open_index(path, encoder, readonly=True) as index:
-        if encoder is None:
-            hits = index.search(args.query, args.k, where=where, mode="keyword")
-        else:
-            (vectors,) = encoder.encode_queries([args.query])
-            hits = index.search_vectors(
-                vectors,
-                args.k,
-                where=where,
-                exhaustive=args.exhaustive,
-                query=args.query,
-                mode=args.mode,
-            )
+    query_tokens: int | None = None
+    lists: list[list[Hit]] = []
+    if encoder is not None:
+        (vectors,) = encoder.encode_queries([args.query])  # once, for every database
+        query_tokens = len(vectors)
+    for path in paths:
+        with _open_index(path, encoder, readonly=True) as index:
+            if encoder is None:
+                lists.append(index.search(args.query, args.k, where=where, mode="keyword"))
+            else:
+                lists.append(
+                    index.search_vectors(
+                        vectors,
+                        args.k,
+                        where=where,
+                        exhaustive=args.exhaustive,
+                        query=args.query,
+                        mode=args.mode,
+                    )
+                )
+    merged = (
+        _merge_hits(lists, args.k, mode=args.mode)
+        if len(lists) > 1
+        else [(0, hit) for hit in lists[0]]
+    )
+    hits = [hit for _, hit in merged]
+    sources = [str(paths[number]) if len(paths) > 1 else None for number, _ in merged]
+    weak = [hit_is_weak(hit.semantic, query_tokens) for hit in hits]
     spans = match_spans(encoder, args.query, [hit.text for hit in hits])
     if args.json:
         results = [
             {
                 "rank": rank,
                 "id": hit.id,
+                **({"db": source} if source is not None else {}),
                 "score": round(float(hit.score), 4),
                 # BM25 (null: not among the keyword hits) and MaxSim (null: not computed).
                 "lexical": None if hit.lexical is None else round(hit.lexical, 4),
                 "semantic": None if hit.semantic is None else round(hit.semantic, 4),
+                # MaxSim per query vector under the calibrated bar (null: no MaxSim).
+                "weak": is_weak,
                 "text": hit.text,
                 "metadata": hit.metadata,
                 "matches": [{"start": a, "end": b, "text": hit.text[a:b]} for a, b in found],
             }
-            for rank, (hit, found) in enumerate(zip(hits, spans, strict=True), start=1)
+            for rank, (hit, found, source, is_weak) in enumerate(
+                zip(hits, spans, sources, weak, strict=True), start=1
+            )
         ]
         _out(json.dumps(results, ensure_ascii=False, indent=2))
         return 0
@@ -323,13 +390,19 @@ def _run_search(args: argparse.Namespace) -> int:
         _say(args, "no results")
         return 0
     style: Style = "bold" if sys.stdout.isatty() and not os.environ.get("NO_COLOR") else "brackets"
-    for rank, (hit, found) in enumerate(zip(hits, spans, strict=True), start=1):
+    for rank, (hit, found, source, is_weak) in enumerate(
+        zip(hits, spans, sources, weak, strict=True), start=1
+    ):
         where_from = hit.metadata.get("path")
         label = display_path(where_from) if isinstance(where_from, str) else hit.id
         suffix = hit_location(hit.metadata)  # path:line, path:page (heading)
-        _out(f"{rank:>2}. {hit.score:7.3f}  {label}{suffix}")
+        origin = f"{Path(source).name}: " if source is not None else ""
+        cue = "  (weak match)" if is_weak else ""
+        _out(f"{rank:>2}. {hit.score:7.3f}  {origin}{label}{suffix}{cue}")
         start, end = best_passage(hit.text, found)
         _out(f"    {mark(hit.text, found, start, end, style=style)}")
+    if all(flag is True for flag in weak):
+        _say(args, "no hit is a good match: every result scored under the weak-match bar")
     return 0
 
 

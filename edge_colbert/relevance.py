@@ -33,3 +33,11 @@ def is_weak_match(
     ``threshold``. ``query_tokens`` is the number of query vectors the score summed over
     (``len(encoder.encode_queries([query])[0])``)."""
     return match_strength(score, query_tokens) < threshold
+
+
+def hit_is_weak(semantic: float | None, query_tokens: int | None) -> bool | None:
+    """Whether a hit with MaxSim score ``semantic`` is a weak match, or None when no MaxSim
+    was computed (keyword search) and so nothing can be said."""
+    if semantic is None or query_tokens is None:
+        return None
+    return is_weak_match(semantic, query_tokens)

@@ -204,7 +204,18 @@ def test_search_json_gives_matches_as_spans_of_the_text(
     results = json.loads(out)
     assert [r["rank"] for r in results] == [1, 2]
     top = results[0]
-    assert set(top) == {"rank", "id", "score", "lexical", "semantic", "text", "metadata", "matches"}
+    assert set(top) == {
+        "rank",
+        "id",
+        "score",
+        "lexical",
+        "semantic",
+        "weak",
+        "text",
+        "metadata",
+        "matches",
+    }
+    assert isinstance(top["weak"], bool)  # hybrid computes MaxSim: weak is said
     # Hybrid by default: both signals of a hit that the keyword side found too.
     assert top["lexical"] > 0 and isinstance(top["semantic"], float)
     assert top["metadata"]["path"].endswith("farm.html")
@@ -513,3 +524,154 @@ def test_export_passes_its_own_options_through(
     assert code == 2
     assert "--target" in err and "bogus" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+# --- search: the weak-match cue and several databases ---------------------------------------
+
+
+def _bundled_model() -> Path:
+    from edge_colbert.encoder import default_model_dir
+
+    folder = default_model_dir()
+    if not (folder / "model.onnx").exists() and not any(folder.glob("*.onnx")):
+        pytest.skip(f"the bundled model is not available at {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def docs_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An index of two of the project's own docs, written with the bundled model (the weak
+    bar was calibrated for it; the tiny model's scores say nothing)."""
+    model = _bundled_model()
+    db = tmp_path_factory.mktemp("docs") / "docs.db"
+    code = cli.main(
+        [
+            "-q",
+            "--model",
+            str(model),
+            "index",
+            str(db),
+            *(str(ROOT / "docs" / n) for n in ("server.md", "hybrid.md")),
+        ]
+    )
+    assert code == 0
+    return db, model
+
+
+@pytest.mark.parametrize("mode", ["semantic", "hybrid"])
+def test_search_marks_weak_matches_for_an_unrelated_query_and_not_for_a_relevant_one(
+    docs_db: tuple[Path, Path], mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, model = docs_db
+    unrelated = "zebra crossing protocol for llama migrations"
+    code, out, _ = run(capsys, model, "search", db, unrelated, "-k", "3", "--mode", mode)
+    assert code == 0
+    results = [line for line in out.splitlines() if line[:3].strip().rstrip(".").isdigit()]
+    assert len(results) == 3 and all(line.endswith("(weak match)") for line in results), out
+    assert "no hit is a good match" in out
+    code, out, _ = run(capsys, model, "-q", "search", db, unrelated, "-k", "3", "--mode", mode)
+    assert "no hit is a good match" not in out and "(weak match)" in out
+
+    relevant = "how do I bind the server to another host"
+    code, out, _ = run(capsys, model, "search", db, relevant, "-k", "3", "--mode", mode, "--json")
+    hits = json.loads(out)
+    assert hits[0]["weak"] is False, hits[0]
+    code, out, _ = run(capsys, model, "search", db, relevant, "-k", "3", "--mode", mode)
+    first = out.splitlines()[0]
+    assert "(weak match)" not in first and "no hit is a good match" not in out
+    code, out, _ = run(capsys, model, "search", db, unrelated, "-k", "3", "--mode", mode, "--json")
+    assert [hit["weak"] for hit in json.loads(out)] == [True, True, True]
+    assert "db" not in json.loads(out)[0]  # one database: no db field
+
+
+def test_keyword_search_says_nothing_about_weakness(
+    indexed: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys, tiny_model_dir, "search", indexed, "river", "--mode", "keyword", "--json"
+    )
+    assert code == 0
+    hits = json.loads(out)
+    assert hits and all(hit["weak"] is None for hit in hits)
+
+
+@pytest.fixture
+def two_dbs(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[Path, Path]:
+    """Two indexes of different notes, both about rivers in part, so that a river query's
+    best hits are split between them."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    (first / "river.md").write_text(RIVER, encoding="utf-8")
+    (first / "music.md").write_text(MUSIC, encoding="utf-8")
+    (second / "water.md").write_text(
+        "The river water is cold.\n\nThe dog can swim in the river.", encoding="utf-8"
+    )
+    (second / "science.txt").write_text(SCIENCE, encoding="utf-8")
+    dbs = tmp_path / "one.db", tmp_path / "two.db"
+    for db, folder in zip(dbs, (first, second), strict=True):
+        code, _, _ = run(capsys, tiny_model_dir, "-q", "index", db, folder)
+        assert code == 0
+    return dbs
+
+
+def _json_search(
+    capsys: pytest.CaptureFixture[str], model: Path, *argv: str | Path
+) -> list[dict[str, object]]:
+    code, out, err = run(capsys, model, "search", *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("mode", ["semantic", "hybrid", "keyword"])
+def test_search_merges_several_databases(
+    two_dbs: tuple[Path, Path], tiny_model_dir: Path, mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    query, k = "the river water", 4
+    alone = [
+        _json_search(capsys, tiny_model_dir, db, query, "-k", str(k), "--mode", mode)
+        for db in two_dbs
+    ]
+    merged = _json_search(capsys, tiny_model_dir, *two_dbs, query, "-k", str(k), "--mode", mode)
+    assert len(merged) == k
+    assert {hit["db"] for hit in merged} == {str(db) for db in two_dbs}  # split between both
+    pool = [
+        (str(db), rank, hit)
+        for db, hits in zip(two_dbs, alone, strict=True)
+        for rank, hit in enumerate(hits, start=1)
+    ]
+    if mode == "semantic":  # MaxSim is comparable across files of one model: by score
+        expected = sorted(pool, key=lambda item: -float(item[2]["score"]))  # type: ignore[arg-type]
+        scores = [float(hit["score"]) for hit in merged]  # type: ignore[arg-type]
+        assert scores == sorted(scores, reverse=True)
+    else:  # reciprocal rank fusion: each file's rank first, then the score
+        expected = sorted(pool, key=lambda item: (item[1], -float(item[2]["score"])))  # type: ignore[arg-type]
+    assert [(hit["db"], hit["id"]) for hit in merged] == [
+        (db, hit["id"]) for db, _, hit in expected[:k]
+    ]
+    assert [hit["rank"] for hit in merged] == list(range(1, k + 1))
+    code, out, _ = run(capsys, tiny_model_dir, "search", *two_dbs, query, "-k", "2", "--mode", mode)
+    assert code == 0
+    heads = [line for line in out.splitlines() if not line.startswith("    ")]
+    assert all(("one.db: " in line) or ("two.db: " in line) for line in heads[:2]), out
+
+
+def test_search_refuses_databases_of_two_models_in_one_line(
+    two_dbs: tuple[Path, Path],
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    other = tmp_path / "other.db"
+    notes = tmp_path / "other"
+    notes.mkdir()
+    (notes / "river.md").write_text(RIVER, encoding="utf-8")
+    code, _, _ = run(capsys, _bundled_model(), "-q", "index", other, notes)
+    assert code == 0
+    code, out, err = run(capsys, tiny_model_dir, "search", two_dbs[0], other, "river")
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edge-colbert: error:"), err
+    assert str(two_dbs[0]) in lines[0] and str(other) in lines[0] and "same model" in lines[0]

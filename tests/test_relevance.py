@@ -37,3 +37,12 @@ def test_the_bundled_model_flags_an_unrelated_best_hit_and_not_a_good_one() -> N
         (q,) = encoder.encode_queries([query])
         best = float(maxsim_scores(q, vectors).max())
         assert is_weak_match(best, len(q)) is weak, (query, match_strength(best, len(q)))
+
+
+def test_hit_is_weak_is_null_without_a_maxsim_score() -> None:
+    from edge_colbert.relevance import hit_is_weak
+
+    assert hit_is_weak(None, 8) is None  # keyword search: no MaxSim computed
+    assert hit_is_weak(3.0, None) is None  # no query vectors counted
+    assert hit_is_weak((WEAK_MATCH_STRENGTH - 0.05) * 8, 8) is True
+    assert hit_is_weak((WEAK_MATCH_STRENGTH + 0.05) * 8, 8) is False

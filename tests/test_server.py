@@ -484,3 +484,34 @@ def test_without_the_extra_serve_names_it(db: Path) -> None:
         "edge-colbert: error: fastapi and uvicorn not installed; the web server needs FastAPI "
         'and uvicorn: pip install "edge-colbert[server]"'
     ]
+
+
+def test_hits_carry_the_weak_match_cue(server_extra: None, tmp_path: Path) -> None:
+    """`weak` per hit: false for a good match, true for every hit of an unrelated query, null
+    in keyword mode (no MaxSim). The bar was calibrated for the bundled model, so it is used."""
+    from fastapi.testclient import TestClient
+
+    from edge_colbert.errors import ModelFolderError
+    from edge_colbert.server.app import create_app
+    from edge_colbert.server.service import SearchService
+
+    try:
+        encoder = Encoder()
+    except ModelFolderError as error:  # a checkout without the bundled model
+        pytest.skip(f"the bundled model is not available: {error}")
+    db = tmp_path / "bundled.db"
+    _build(db, encoder, tmp_path)
+    with Index(db, encoder=encoder, readonly=True) as index:
+        app = create_app(SearchService(index, encoder))
+        with TestClient(app) as test_client:
+
+            def weak(query: str, mode: str) -> list[Any]:
+                params = {"q": query, "k": 3, "mode": mode}
+                response = test_client.get("/api/search", params=params)
+                assert response.status_code == 200, response.text
+                return [hit["weak"] for hit in response.json()["hits"]]
+
+            for mode in ("semantic", "hybrid"):
+                assert weak("we like to eat bread and drink milk", mode)[0] is False
+                assert weak("zebra crossing protocol for llama migrations", mode) == [True] * 3
+            assert weak("bread", "keyword") == [None, None]  # in notes/ and papers/

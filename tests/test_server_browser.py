@@ -199,3 +199,22 @@ def test_a_stopped_server_shows_the_error_state(browser: Any, notes_db: Path) ->
     page.locator("#q").fill("tides")
     page.wait_for_selector("#message.error:has-text('Cannot reach the search server')")
     context.close()
+
+
+def test_weak_hits_wear_a_badge_and_an_all_weak_list_says_so(page: Any, server: str) -> None:
+    import json
+    import urllib.parse
+    import urllib.request
+
+    query = "zebra crossing protocol for llama migrations"
+    with urllib.request.urlopen(f"{server}/api/search?{urllib.parse.urlencode({'q': query})}") as r:
+        weak = [hit["weak"] for hit in json.load(r)["hits"]]
+    page.goto(server)
+    page.locator("#q").fill(query)
+    page.wait_for_selector(f"#results[data-query='{query}'] li.hit")
+    badges = page.locator("li.hit").evaluate_all(
+        "items => items.map(item => item.querySelector('.badge.weak') !== null)"
+    )
+    assert badges == [flag is True for flag in weak]
+    status = page.locator("#status").inner_text()
+    assert ("no hit is a good match" in status) == all(flag is True for flag in weak)

@@ -48,6 +48,10 @@ class SearchHit(BaseModel):
     rank: int = Field(description="1 for the best hit")
     id: str
     score: float | None = Field(description="the search score (MaxSim for semantic search)")
+    weak: bool | None = Field(
+        description="MaxSim per query token under the calibrated weak-match bar (null: no "
+        "MaxSim computed, keyword search)"
+    )
     text: str = Field(description="the whole chunk")
     passage: Span = Field(description="the part of text worth showing (about 240 characters)")
     highlights: list[Span] = Field(description="words of text that matched the query")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from edge_colbert.errors import InvalidInputError
 from edge_colbert.highlight import best_passage
 from edge_colbert.index import DEFAULT_MODE, SEARCH_MODES
+from edge_colbert.relevance import hit_is_weak
 from edge_colbert.server.spans import hit_spans
 
 if TYPE_CHECKING:
@@ -182,26 +183,37 @@ class SearchService:
         if path_prefix is not None and path_prefix.strip():
             filters["path"] = self._paths_under(path_prefix.strip(), filters.get("path"))
         mode = mode or self.default_mode
-        hits = self.index.search(query, k, where=filters or None, mode=mode)
+        query_tokens: int | None = None  # keyword search computes no MaxSim: weak is null
+        if mode == "keyword":
+            hits = self.index.search(query, k, where=filters or None, mode=mode)
+        else:
+            vectors = self.encoder.encode_queries([query])[0]
+            query_tokens = len(vectors)
+            hits = self.index.search_vectors(
+                vectors, k, where=filters or None, query=query, mode=mode
+            )
         spans = hit_spans(self.index, self.encoder, query, hits) if highlight else [[]] * len(hits)
         return {
             "query": query,
             "k": k,
             "mode": mode,
             "hits": [
-                self._hit(rank, hit, found)
+                self._hit(rank, hit, found, query_tokens)
                 for rank, (hit, found) in enumerate(zip(hits, spans, strict=True), start=1)
             ],
             "took_ms": round((time.perf_counter() - began) * 1000, 1),
         }
 
     @staticmethod
-    def _hit(rank: int, hit: Hit, spans: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    def _hit(
+        rank: int, hit: Hit, spans: Sequence[tuple[int, int]], query_tokens: int | None
+    ) -> dict[str, Any]:
         start, end = best_passage(hit.text, spans)
         return {
             "rank": rank,
             "id": hit.id,
             "score": round(float(hit.score), 4) if math.isfinite(hit.score) else None,
+            "weak": hit_is_weak(hit.semantic, query_tokens),
             "text": hit.text,
             "passage": {"start": start, "end": end},
             "highlights": [{"start": a, "end": b} for a, b in spans],
