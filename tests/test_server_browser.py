@@ -207,7 +207,9 @@ def test_weak_hits_wear_a_badge_and_an_all_weak_list_says_so(page: Any, server: 
     import urllib.request
 
     query = "zebra crossing protocol for llama migrations"
-    with urllib.request.urlopen(f"{server}/api/search?{urllib.parse.urlencode({'q': query})}") as r:
+    with urllib.request.urlopen(
+        f"{server.rstrip('/')}/api/search?{urllib.parse.urlencode({'q': query})}"
+    ) as r:
         weak = [hit["weak"] for hit in json.load(r)["hits"]]
     page.goto(server)
     page.locator("#q").fill(query)
