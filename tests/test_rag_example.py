@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "rag_loop.py"
-QUESTION = "what happens to my notes if the power goes out while indexing?"
+QUESTION = "what if the laptop loses power while indexing?"
 EXTRAS = {
     "langchain": ("langchain_core", "langchain"),
     "llama-index": ("llama_index.core", "llama-index"),
