@@ -100,6 +100,24 @@ def kind_of(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def checked_size(file: Path, max_bytes: int, over: str) -> int:
+    """The size of ``file`` in bytes, refused above ``max_bytes``.
+
+    Raises:
+        UnreadableFileError: the file cannot be stat'ed, or is larger than ``max_bytes``
+            (``over`` ends the reason: what the limit is for and what to do).
+    """
+    try:
+        size = file.stat().st_size
+    except OSError as error:
+        raise UnreadableFileError(file, _os_reason(error)) from error
+    if size > max_bytes:
+        raise UnreadableFileError(
+            file, f"{size / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB limit {over}"
+        )
+    return size
+
+
 def extract_sections(
     path: str | os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES
 ) -> Iterator[Section]:
@@ -114,16 +132,7 @@ def extract_sections(
         FilesExtraMissingError: the format needs the ``files`` extra.
     """
     file = Path(path)
-    try:
-        size = file.stat().st_size
-    except OSError as error:
-        raise UnreadableFileError(file, _os_reason(error)) from error
-    if size > max_bytes:
-        raise UnreadableFileError(
-            file,
-            f"{size / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB limit for one file; "
-            "split it into smaller files",
-        )
+    size = checked_size(file, max_bytes, "for one file; split it into smaller files")
     if size == 0:
         raise UnreadableFileError(file, "empty file")
     kind = kind_of(file)

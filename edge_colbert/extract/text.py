@@ -19,7 +19,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edge_colbert.chunking import UnreadableFileError
-from edge_colbert.extract import FILES_EXTRA_HINT, FilesExtraMissingError, Section, _os_reason
+from edge_colbert.extract import (
+    FILES_EXTRA_HINT,
+    FilesExtraMissingError,
+    Section,
+    _os_reason,
+    checked_size,
+)
 
 SAMPLE_BYTES = 64 * 1024
 # Characters gathered into one section before it is cut at the next blank line.
@@ -133,16 +139,7 @@ def read_decoded(file: Path, *, max_bytes: int = MAX_MARKUP_BYTES) -> str:
     Raises:
         UnreadableFileError: over ``max_bytes``, unreadable, binary or not text.
     """
-    try:
-        size = file.stat().st_size
-    except OSError as error:
-        raise UnreadableFileError(file, _os_reason(error)) from error
-    if size > max_bytes:
-        raise UnreadableFileError(
-            file,
-            f"{size / 1e6:.1f} MB of markup is over the {max_bytes / 1e6:.0f} MB limit; "
-            "split it or save it as text",
-        )
+    checked_size(file, max_bytes, "for one page of markup; split it or save it as text")
     with open_text(file) as stream:
         try:
             return stream.read().lstrip("\ufeff")
