@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from edge_colbert.cli import PROG, _existing_index, _out
 
@@ -13,21 +14,23 @@ def register(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], shared: argparse.ArgumentParser
 ) -> None:
     """Add the ``check``, ``repair`` and ``backup`` subcommands to ``commands``."""
-    check = commands.add_parser(
+    _add_db_command(
+        commands,
+        shared,
         "check",
-        parents=[shared],
+        func=_check,
         help="check an index file from end to end (changes nothing)",
         description="Check DB: its schema (no triggers, views or foreign tables), SQLite's "
         "integrity check, the full-text index, every document row, every vector blob's "
         "length and checksum, orphan rows and the centroids. Prints one line per check; "
         "exit status 0 when all pass, 1 when something is damaged.",
     )
-    check.add_argument("db", metavar="DB", help="the index file")
-    check.set_defaults(func=_check)
 
-    repair = commands.add_parser(
+    _add_db_command(
+        commands,
+        shared,
         "repair",
-        parents=[shared],
+        func=_repair,
         help="salvage a damaged index into a repaired file, swapped in atomically",
         description="Copy every intact document of DB into a new file (documents whose row "
         "or vectors are damaged are dropped and listed: add them again), rebuild the "
@@ -35,20 +38,38 @@ def register(
         "it in with one rename. The old file is kept as DB.before-repair. Killed at any "
         "point, DB is the old file or the repaired one. Close other programs using DB first.",
     )
-    repair.add_argument("db", metavar="DB", help="the index file")
-    repair.set_defaults(func=_repair)
 
-    backup = commands.add_parser(
+    backup = _add_db_command(
+        commands,
+        shared,
         "backup",
-        parents=[shared],
+        func=_backup,
         help="copy an index into one self-contained file, safe to copy or sync",
         description="Write a consistent snapshot of DB to OUT with SQLite's online backup "
         "(writers may go on meanwhile). OUT is one file with no -wal beside it. Copying only "
         "DB itself is not safe: recent commits may still sit in DB-wal.",
     )
-    backup.add_argument("db", metavar="DB", help="the index file")
     backup.add_argument("out", metavar="OUT", help="the backup file to write (must not exist)")
-    backup.set_defaults(func=_backup)
+
+
+def _add_db_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    shared: argparse.ArgumentParser,
+    name: str,
+    *,
+    func: Callable[[argparse.Namespace], int],
+    help: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` whose first argument is the index file DB; return its parser.
+
+    Every maintenance command takes DB first and runs ``func`` on the parsed arguments; the
+    caller adds any further arguments to the returned parser.
+    """
+    parser = commands.add_parser(name, parents=[shared], help=help, description=description)
+    parser.add_argument("db", metavar="DB", help="the index file")
+    parser.set_defaults(func=func)
+    return parser
 
 
 def _check(args: argparse.Namespace) -> int:
