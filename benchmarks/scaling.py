@@ -16,6 +16,7 @@ its own subprocess, so each peak memory figure is its own.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
@@ -38,6 +39,7 @@ logger = logging.getLogger("scaling")
 DIM = 64
 BATCH_DOCS = 1000  # generation and add() unit; stage sizes must be multiples of it
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "edge-colbert-scifact-vectors.npz"
+PROGRESS_BATCHES = 50  # log the build's progress every 50,000 documents
 
 
 # ---------------------------------------------------------------- replicated collection
@@ -74,7 +76,7 @@ class Replicated:
             base = self.docs[doc % len(self.docs)]
             if self.max_tokens > 0:
                 base = base[: self.max_tokens]
-            kept = rng.random(base.shape[0]) < self.keep
+            kept = np.less(rng.random(base.shape[0]), self.keep)
             kept[0] = True
             x = base[kept] + rng.standard_normal((int(kept.sum()), DIM)) * (
                 self.noise / np.sqrt(DIM)
@@ -143,11 +145,21 @@ def phase_build(args: argparse.Namespace) -> dict[str, Any]:
     generate = 0.0
     clock = common.Stopwatch()
     index = Index(db, encoder=encoder)  # type: ignore[arg-type]
-    for labels, vectors in _batches(args.start, args.size, gen):
+    batches = _batches(args.start, args.size, gen)
+    for done, (labels, vectors) in enumerate(batches, start=1):
         generate -= time.perf_counter()
         encoder.give(labels, vectors)
         generate += time.perf_counter()
         index.add(labels, ids=labels)
+        if done % PROGRESS_BATCHES == 0:  # a long stage shows it is alive, and how fast
+            elapsed = time.perf_counter() - clock.wall
+            logger.info(
+                "%d documents, %.0f s, %.0f docs/s in this stage (%.0f s generating)",
+                args.start + done * BATCH_DOCS,
+                elapsed,
+                done * BATCH_DOCS / elapsed,
+                generate,
+            )
     seconds, cpu = clock.stop()
     info = index.info()
     index.close()
@@ -162,7 +174,13 @@ def phase_build(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def phase_search(args: argparse.Namespace) -> dict[str, Any]:
-    """Search latency with and without the prefilter, overlap and memory at ``--size``."""
+    """Open time, prefiltered search latency and memory, then the exhaustive reference.
+
+    The prefiltered searches (all ``--queries``) run first, under their own memory meter
+    (started before the open): that peak is the search's own. The exhaustive searches,
+    which read every stored vector, run afterwards on the first ``--overlap-queries`` under
+    a second meter, and give the top-10 overlap.
+    """
     from edge_colbert import Index
 
     gen = Replicated(args.cache, args.seed, args.noise, max_tokens=args.max_tokens)
@@ -172,6 +190,7 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     clock = common.Stopwatch()
     index = Index(args.work / "scaling.db", encoder=PrecomputedEncoder(), readonly=True)  # type: ignore[arg-type]
     open_seconds, open_cpu = clock.stop()
+    open_memory = meter.report()
     clock = common.Stopwatch()
     index.search_vectors(queries[0], k=10)
     first_seconds, _ = clock.stop()
@@ -179,28 +198,37 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
         index.search_vectors(q, k=10)  # warm-up
     times: dict[str, list[float]] = {"prefilter": [], "exhaustive": []}
     cpu: dict[str, list[float]] = {"prefilter": [], "exhaustive": []}
-    overlaps = []
-    for q in queries:
-        tops = {}
-        for mode in ("prefilter", "exhaustive"):
+    tops: dict[str, list[list[str]]] = {"prefilter": [], "exhaustive": []}
+    checked = queries[: args.overlap_queries] if args.overlap_queries else queries
+    for mode, batch in (("prefilter", queries), ("exhaustive", checked)):
+        if mode == "exhaustive":
+            memory = meter.report()
+            meter = common.PeakMeter()
+            meter.start()
+        for q in batch:
             started, started_cpu = time.perf_counter(), time.process_time()
             hits = index.search_vectors(q, k=10, exhaustive=mode == "exhaustive")
             times[mode].append(time.perf_counter() - started)
             cpu[mode].append(time.process_time() - started_cpu)
-            tops[mode] = [h.id for h in hits]
-        overlaps.append(common.overlap_at_k(tops["prefilter"], tops["exhaustive"]))
-    memory = meter.report()
+            tops[mode].append([h.id for h in hits])
+        logger.info("%s: %d searches done", mode, len(batch))
+    exhaustive_memory = meter.report()
+    pairs = zip(tops["prefilter"][: len(checked)], tops["exhaustive"], strict=True)
+    overlaps = [common.overlap_at_k(found, exact) for found, exact in pairs]
     index.close()
     return {
         "open_ms": open_seconds * 1000,
         "open_cpu_ms": open_cpu * 1000,
+        "open_memory": open_memory,
         "first_search_ms": first_seconds * 1000,
         "search": common.latency_ms(times["prefilter"]),
         "search_cpu": common.latency_ms(cpu["prefilter"]),
         "search_exhaustive_cpu": common.latency_ms(cpu["exhaustive"]),
         "search_exhaustive": common.latency_ms(times["exhaustive"]),
         "overlap": float(np.mean(overlaps)),
+        "overlap_queries": len(overlaps),
         "memory": memory,
+        "exhaustive_memory": exhaustive_memory,
     }
 
 
@@ -225,8 +253,9 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[s
         "| documents | stored tokens | file size | bytes / token | centroids "
         "| add time for the stage (docs/s) | open (ms, CPU ms) | first search (ms) "
         "| search p50 / p95 (ms) | search CPU p50 (ms) | exhaustive p50 / p95 (ms) "
-        "| exhaustive CPU p50 (ms) | top-10 overlap | peak RSS while searching |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| exhaustive CPU p50 (ms) | top-10 overlap (queries) | peak RSS: open + prefiltered "
+        "searches | peak RSS: exhaustive searches |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         b, s, info = r["build"], r["search"], r["build"]["info"]
@@ -239,14 +268,18 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[s
             f"| {s['search_cpu']['p50']:.1f} "
             f"| {s['search_exhaustive']['p50']:.1f} / {s['search_exhaustive']['p95']:.1f} "
             f"| {s['search_exhaustive_cpu']['p50']:.1f} "
-            f"| {s['overlap']:.3f} | {s['memory']['above_base'] / (1 << 20):.0f} MiB "
-            f"(int8 vectors: {info['tokens'] * DIM / (1 << 20):.0f} MiB) |"
+            f"| {s['overlap']:.3f} ({s['overlap_queries']}) "
+            f"| {s['memory']['above_base'] / (1 << 20):.0f} MiB "
+            f"| {s['exhaustive_memory']['above_base'] / (1 << 20):.0f} MiB "
+            f"(int8 codes: {info['tokens'] * DIM / (1 << 20):.0f} MiB) |"
         )
     lines += [
         "",
-        "Peak RSS is measured above the process's resident memory just before the stage "
-        "(interpreter and libraries loaded), by resetting the kernel's high-water mark; it "
-        "includes the exhaustive searches, which read every vector.",
+        "Peak RSS is measured above the process's resident memory just before it "
+        "(interpreter and libraries loaded), by resetting the kernel's high-water mark: once "
+        "from before the open through the prefiltered searches, once more over the "
+        "exhaustive searches alone (they read every stored vector). The pages of the file "
+        "that SQLite's memory map reads count in it.",
         "",
     ]
     return "\n".join(lines)
@@ -268,11 +301,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-tokens", type=int, default=0, help="cut each copy to this many tokens (0: whole)"
     )
-    p.add_argument("--queries", type=int, default=100)
+    p.add_argument("--queries", type=int, default=100, help="prefiltered searches timed")
+    p.add_argument(
+        "--overlap-queries",
+        type=int,
+        default=0,
+        help="exhaustive searches for the top-10 overlap: the first N queries (0: all); "
+        "one costs about 10 s at 1M documents",
+    )
     p.add_argument("--threads", type=int, default=common.available_cores())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, help="folder for the index file (default: temporary)")
     p.add_argument("--out", type=Path, help="append/replace the section in this markdown file")
+    p.add_argument(
+        "--from-results",
+        type=Path,
+        help="write the table from a results.json that an earlier run left in its --work "
+        "folder, without running anything (the other options must match that run's)",
+    )
     p.add_argument("--phase", choices=("build", "search"), help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
@@ -301,12 +347,16 @@ def main(argv: list[str] | None = None) -> int:
         result = phase_build(args) if args.phase == "build" else phase_search(args)
         common.write_result(args.result, result)
         return 0
+    if args.from_results:
+        rows = json.loads(args.from_results.read_text())
+        return write_report(rows, args)
     work = args.work or Path(tempfile.mkdtemp(prefix="edge-colbert-scaling-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "scaling.db").unlink(missing_ok=True)
     base = ["--work", str(work), "--seed", str(args.seed), "--queries", str(args.queries),
             "--cache", str(args.cache), "--noise", str(args.noise),
-            "--max-tokens", str(args.max_tokens)]  # fmt: skip
+            "--max-tokens", str(args.max_tokens),
+            "--overlap-queries", str(args.overlap_queries)]  # fmt: skip
     rows, start = [], 0
     script = Path(__file__).resolve()
     for size in args.sizes:
@@ -315,7 +365,15 @@ def main(argv: list[str] | None = None) -> int:
         search = common.run_phase(script, "search", stage, work / "logs")
         rows.append({"size": size, "build": build, "search": search})
         print(f"{size}: build {build}\n{size}: search {search}", flush=True)
+        # Kept after every stage: the table can be written again (--from-results) from a
+        # run that stopped part-way, or with another layout, without rerunning it.
+        (work / "results.json").write_text(json.dumps(rows, default=float))
         start = size
+    return write_report(rows, args)
+
+
+def write_report(rows: list[dict[str, Any]], args: argparse.Namespace) -> int:
+    """Print the table of ``rows`` and, with ``--out``, put it into that markdown file."""
     text = report(rows, args, common.machine_description(args.threads))
     print(text)
     if args.out:
