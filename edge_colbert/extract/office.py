@@ -7,12 +7,18 @@ Thread-safe: each call reads its own file and keeps no state.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge_colbert.chunking import UnreadableFileError
 from edge_colbert.extract import FilesExtraMissingError, Section
+
+if TYPE_CHECKING:  # the ``files`` extra; imported at run time only when a file needs it
+    from docx.document import Document as DocxDocument
+    from pptx.presentation import Presentation as PptxPresentation
+
+_Opened = TypeVar("_Opened")
 
 # Paragraphs gathered into one DOCX section before it is cut (a document with no headings).
 DOCX_SECTION_CHARS = 64 * 1024
@@ -21,6 +27,39 @@ _HEADING_STYLE = re.compile(r"^(?:Heading|Title)\s*(\d*)$", re.IGNORECASE)
 
 # The start of an OLE compound file, which Office's encryption wraps a .docx/.pptx in.
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
+def _open(
+    file: Path, *, kind: str, package: str, load: Callable[[], Callable[[str], _Opened]]
+) -> _Opened:
+    """Open ``file`` with the opener that ``load`` imports from the ``files`` extra.
+
+    Raises:
+        FilesExtraMissingError: ``load`` could not import ``package``.
+        UnreadableFileError: the opener failed: encrypted, corrupt or not a ``kind`` file.
+    """
+    try:
+        opener = load()
+    except ImportError:
+        raise FilesExtraMissingError(file, package) from None
+    try:
+        return opener(str(file))
+    except Exception as error:  # python-docx/-pptx raise many types for a bad package
+        raise _open_failed(file, error, kind) from error
+
+
+def _docx_opener() -> Callable[[str], DocxDocument]:
+    """python-docx's ``Document``, imported only when a DOCX is read (``files`` extra)."""
+    import docx
+
+    return docx.Document
+
+
+def _pptx_opener() -> Callable[[str], PptxPresentation]:
+    """python-pptx's ``Presentation``, imported only when a PPTX is read (``files`` extra)."""
+    import pptx
+
+    return pptx.Presentation
 
 
 def _open_failed(file: Path, error: Exception, kind: str) -> UnreadableFileError:
@@ -44,16 +83,11 @@ def docx_sections(file: Path) -> Iterator[Section]:
         FilesExtraMissingError: python-docx is not installed.
         UnreadableFileError: encrypted, corrupt or not a DOCX.
     """
-    try:
-        import docx
-        from docx.table import Table
-        from docx.text.paragraph import Paragraph
-    except ImportError:
-        raise FilesExtraMissingError(file, "python-docx") from None
-    try:
-        document = docx.Document(str(file))
-    except Exception as error:  # python-docx raises many types for a bad package
-        raise _open_failed(file, error, "DOCX") from error
+    document = _open(file, kind="DOCX", package="python-docx", load=_docx_opener)
+    # python-docx imported fine just now, so its submodules do too.
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
     headings: list[tuple[int, str]] = []
     parts: list[str] = []
     size = 0
@@ -116,14 +150,7 @@ def pptx_sections(file: Path) -> Iterator[Section]:
         FilesExtraMissingError: python-pptx is not installed.
         UnreadableFileError: encrypted, corrupt or not a PPTX.
     """
-    try:
-        import pptx
-    except ImportError:
-        raise FilesExtraMissingError(file, "python-pptx") from None
-    try:
-        presentation = pptx.Presentation(str(file))
-    except Exception as error:  # python-pptx raises many types for a bad package
-        raise _open_failed(file, error, "PPTX") from error
+    presentation = _open(file, kind="PPTX", package="python-pptx", load=_pptx_opener)
     for number, slide in enumerate(presentation.slides, start=1):
         texts: list[str] = []
         for shape in slide.shapes:
