@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import numpy.typing as npt
 
+from edge_colbert.errors import InvalidInputError
 from edge_colbert.lexical import is_stopword
 
 if TYPE_CHECKING:
@@ -57,16 +59,57 @@ def lexical_spans(query: str, text: str) -> list[Span]:
     return [m.span() for m in _WORD.finditer(text) if _stem(m.group()) in wanted]
 
 
-def semantic_spans(encoder: Encoder, query: str, texts: Sequence[str]) -> list[list[Span]]:
+def semantic_spans(
+    encoder: Encoder,
+    query: str,
+    texts: Sequence[str],
+    *,
+    doc_vectors: Sequence[npt.NDArray[np.float32] | None] | None = None,
+) -> list[list[Span]]:
     """For each text, the words its tokens matched best to the query's meaningful tokens,
     where the similarity is at least :data:`SEMANTIC_SIMILARITY`.
 
     The query is encoded the way documents are (its punctuation dropped, each row with its
     character span), so every query row is known by its word; stopword and punctuation
     rows, markers and [MASK] expansions take no part.
+
+    ``doc_vectors`` gives each text's token vectors already at hand (an index's stored
+    rows, one per kept token in :meth:`~edge_colbert.encoder.Encoder.document_token_spans`
+    order), so only the query is encoded; a text whose entry is None or whose rows do not
+    line up with its tokens (pooled rows, a text changed since) is encoded again.
+
+    Raises:
+        InvalidInputError: ``doc_vectors`` and ``texts`` differ in length.
     """
+    if doc_vectors is not None and len(doc_vectors) != len(texts):
+        raise InvalidInputError(
+            f"doc_vectors holds {len(doc_vectors)} entries for {len(texts)} texts; pass one "
+            "array (or None) per text."
+        )
     if not texts:
         return []
+    query_rows = _meaningful_query_rows(encoder, query)
+    token_spans = [encoder.document_token_spans(text) for text in texts]
+    given: list[npt.NDArray[np.float32] | None] = (
+        list(doc_vectors) if doc_vectors is not None else [None] * len(texts)
+    )
+    # Rows that cannot be matched to the text's characters are no use: encode those texts.
+    again = [
+        i for i, found in enumerate(given) if found is None or found.shape[0] != len(token_spans[i])
+    ]
+    if again:
+        encoded = encoder.encode_documents([texts[i] for i in again])
+        for i, fresh in zip(again, encoded, strict=True):
+            given[i] = fresh
+    out: list[list[Span]] = []
+    for text, spans, rows in zip(texts, token_spans, given, strict=True):
+        out.append([] if rows is None else _strong_words(text, spans, query_rows, rows))
+    return out
+
+
+def _meaningful_query_rows(encoder: Encoder, query: str) -> npt.NDArray[np.float32]:
+    """The query encoded as a document, only the rows of its meaningful words (no stopwords,
+    punctuation, markers or [MASK] expansions)."""
     (query_rows,) = encoder.encode_documents([query])
     query_spans = encoder.document_token_spans(query)
     meaningful = [
@@ -74,22 +117,28 @@ def semantic_spans(encoder: Encoder, query: str, texts: Sequence[str]) -> list[l
         for i, (a, b) in enumerate(query_spans[: query_rows.shape[0]])
         if b > a and not is_stopword(query[slice(*widen_to_word(query, (a, b)))])
     ]
-    out: list[list[Span]] = []
-    for text, doc_rows in zip(texts, encoder.encode_documents(list(texts)), strict=True):
-        if not meaningful or doc_rows.shape[0] == 0:
-            out.append([])
-            continue
-        token_spans = encoder.document_token_spans(text)
-        similarity = query_rows[meaningful] @ doc_rows.T
-        best = np.argmax(similarity, axis=1)
-        strong = similarity[np.arange(best.size), best] >= SEMANTIC_SIMILARITY
-        spans = [
-            widen_to_word(text, token_spans[r])
-            for r in best[strong].tolist()
-            if r < len(token_spans) and token_spans[r][1] > token_spans[r][0]
-        ]
-        out.append([s for s in spans if not is_stopword(text[s[0] : s[1]])])
-    return out
+    return query_rows[meaningful]
+
+
+def _strong_words(
+    text: str,
+    token_spans: Sequence[Span],
+    query_rows: npt.NDArray[np.float32],
+    doc_rows: npt.NDArray[np.float32],
+) -> list[Span]:
+    """The words of ``text`` (``token_spans``: each row's characters) that the query rows
+    matched best with a similarity of at least :data:`SEMANTIC_SIMILARITY`, stopwords out."""
+    if query_rows.shape[0] == 0 or doc_rows.shape[0] == 0:
+        return []
+    similarity = query_rows @ doc_rows.T
+    best = np.argmax(similarity, axis=1)
+    strong = similarity[np.arange(best.size), best] >= SEMANTIC_SIMILARITY
+    spans = [
+        widen_to_word(text, token_spans[r])
+        for r in best[strong].tolist()
+        if r < len(token_spans) and token_spans[r][1] > token_spans[r][0]
+    ]
+    return [s for s in spans if not is_stopword(text[s[0] : s[1]])]
 
 
 def match_spans(encoder: Encoder | None, query: str, texts: Sequence[str]) -> list[list[Span]]:

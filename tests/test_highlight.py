@@ -8,9 +8,18 @@ import os
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from edge_colbert.highlight import best_passage, lexical_spans, match_spans
+from edge_colbert.encoder import Encoder
+from edge_colbert.errors import InvalidInputError
+from edge_colbert.highlight import (
+    best_passage,
+    lexical_spans,
+    match_spans,
+    semantic_spans,
+    widen_to_word,
+)
 from edge_colbert.lexical import STOPWORDS, is_stopword
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,3 +81,39 @@ def test_no_highlighted_word_of_the_readme_demo_answer_is_a_stopword(
     assert not {w.lower() for w in marked} & STOPWORDS
     assert all(hit["semantic"] is not None for hit in hits)
     assert any(hit["lexical"] is not None for hit in hits)
+
+
+def _row_of(encoder: Encoder, text: str, word: str) -> int:
+    """The first encoded row of ``text`` that belongs to ``word``."""
+    spans = encoder.document_token_spans(text)
+    return next(
+        i
+        for i, (a, b) in enumerate(spans)
+        if b > a and text[slice(*widen_to_word(text, (a, b)))] == word
+    )
+
+
+def test_semantic_spans_take_the_vectors_given_and_encode_only_what_does_not_fit(
+    tiny_encoder: Encoder,
+) -> None:
+    query = "milk and bread"
+    texts = ["she likes to drink fresh milk", "bread is baked in the oven"]
+    encoded = tiny_encoder.encode_documents(texts)
+    again = semantic_spans(tiny_encoder, query, texts)
+    assert semantic_spans(tiny_encoder, query, texts, doc_vectors=encoded) == again
+    # Rows that do not line up with the text's tokens, and None, are encoded again.
+    assert semantic_spans(tiny_encoder, query, texts, doc_vectors=[encoded[0][:2], None]) == again
+
+    # Rows that fit are used as given: the row of "fresh" made the query's "milk" row (every
+    # other row 0) marks "fresh" and nothing else.
+    (query_rows,) = tiny_encoder.encode_documents([query])
+    milk = _row_of(tiny_encoder, query, "milk")
+    fresh = _row_of(tiny_encoder, texts[0], "fresh")
+    crafted = np.zeros_like(encoded[0])
+    crafted[fresh] = query_rows[milk]
+    (marked,) = semantic_spans(tiny_encoder, query, texts[:1], doc_vectors=[crafted])
+    assert [texts[0][a:b] for a, b in marked] == ["fresh"]
+    assert marked != again[0]
+
+    with pytest.raises(InvalidInputError, match="1 entries for 2 texts"):
+        semantic_spans(tiny_encoder, query, texts, doc_vectors=encoded[:1])
