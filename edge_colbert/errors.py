@@ -49,3 +49,18 @@ class StorageFullError(EdgeColbertError):
 
 class ExportError(EdgeColbertError):
     """The export step could not produce a faithful model folder."""
+
+
+class QdrantError(EdgeColbertError):
+    """Base class of the errors of :mod:`edge_colbert.qdrant` (and of
+    :func:`edge_colbert.ray.write_qdrant`): the Qdrant side of a push or a search."""
+
+
+class QdrantUnavailableError(QdrantError):
+    """Qdrant could not be reached (server down, wrong URL, refused), its local-mode folder
+    is locked by another client, or it failed a request."""
+
+
+class CollectionMismatchError(QdrantError):
+    """A collection exists but cannot take this index: another vector size, comparator,
+    storage, points that another program wrote, or points pushed from another index file."""

@@ -54,6 +54,12 @@ def register(
     push.add_argument(
         "--timeout", type=_positive_int, default=None, metavar="S", help="seconds per request"
     )
+    push.add_argument(
+        "--replace",
+        action="store_true",
+        help="let DB take the place of the file the collection was pushed from (a copy or "
+        "restored backup: only differences are sent; another file: its points are deleted)",
+    )
     push.set_defaults(func=_run_push)
 
 
@@ -65,9 +71,9 @@ def _run_push(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     try:
 
-        def progress(sent: int, total: int) -> None:
+        def progress(done: int, total: int) -> None:
             if not args.quiet and sys.stderr.isatty():
-                sys.stderr.write(f"\rsent {sent} of {total}")
+                sys.stderr.write(f"\r{done} of {total} documents pushed or unchanged")
                 sys.stderr.flush()
 
         report = push(
@@ -76,6 +82,7 @@ def _run_push(args: argparse.Namespace) -> int:
             args.collection,
             batch_size=args.batch_size,
             vectors=args.vectors,
+            replace=args.replace,
             progress=progress,
         )
     finally:

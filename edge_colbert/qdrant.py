@@ -25,13 +25,15 @@ recognised and skipped.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +42,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from edge_colbert._adapters import require
-from edge_colbert.errors import EdgeColbertError, InvalidInputError, ModelMismatchError
+
+# The two Qdrant errors live in the hierarchy of errors.py; importing them from here works too.
+from edge_colbert.errors import (
+    CollectionMismatchError,
+    InvalidInputError,
+    ModelMismatchError,
+    QdrantUnavailableError,
+)
 from edge_colbert.filters import where_clause
 from edge_colbert.index import Hit, Index
 from edge_colbert.quantize import dequantize_int8
@@ -74,21 +83,14 @@ VECTOR_NAME = "colbert"
 STATE_KEY = "edge_colbert"
 # Points per upsert request: about 200 tokens x 64 floats each, a few MB of JSON per request.
 DEFAULT_BATCH = 64
-# Points read per scroll page when listing what the collection holds.
+# Points read per scroll page when looking for points whose document is gone, and documents
+# of the file compared per retrieve request: what a push holds in memory at once.
 SCROLL_PAGE = 2048
+COMPARE_PAGE = 1024
 # Fixed namespace of the point ids: uuid5(namespace, document id) is the same on every machine.
 ID_NAMESPACE = uuid.UUID("5c0e7d3e-3b1a-5d0e-9a53-6b6f6c6265f1")
 Storage = Literal["float32", "int8"]
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class QdrantUnavailableError(EdgeColbertError):
-    """Qdrant could not be reached (server down, wrong URL, refused) or failed a request."""
-
-
-class CollectionMismatchError(EdgeColbertError):
-    """A collection exists but cannot take this index: another vector size, comparator,
-    storage or model, or points that another program wrote."""
 
 
 @dataclass(frozen=True)
@@ -110,12 +112,6 @@ def _models() -> Any:
     """``qdrant_client.http.models``, or MissingExtraError naming the extra."""
     require("qdrant_client", EXTRA)
     return require("qdrant_client.http.models", EXTRA)
-
-
-def _is_local(client: QdrantClient) -> bool:
-    """Whether the client runs Qdrant's local mode (in this process) rather than a server."""
-    options: Mapping[str, Any] = getattr(client, "init_options", {}) or {}
-    return bool(options.get("path")) or options.get("location") == ":memory:"
 
 
 def _where_from(client: QdrantClient) -> str:
@@ -170,10 +166,74 @@ def _payload_key(key: str) -> str:
 
 
 def _source_of(index: Index) -> dict[str, Any]:
-    """The file a push reads, as recorded in the collection: path and inode (a file replaced
-    at the same path gets another inode, so its rowids are not trusted)."""
+    """The file a push reads, as recorded in the collection: path, device and inode (a file
+    replaced at the same path gets another inode, so its rowids are not trusted)."""
     path = index.path.resolve()
-    return {"path": str(path), "inode": path.stat().st_ino}
+    status = path.stat()
+    return {"path": str(path), "device": status.st_dev, "inode": status.st_ino}
+
+
+def _describe(source: Mapping[str, Any] | None) -> str:
+    """A recorded source, for messages."""
+    if not source:
+        return "a writer that recorded no source (an older edge-colbert)"
+    if "path" in source:
+        return f"the index file {source['path']} (inode {source.get('inode')})"
+    return str(source.get("writer", source))
+
+
+def _same_file(recorded: Mapping[str, Any], source: Mapping[str, Any]) -> bool:
+    """Whether ``recorded`` names the file ``source`` describes: the same path (the file
+    rewritten in place, e.g. by ``repair``) or the same inode on the same device (the file
+    moved)."""
+    if "path" not in recorded:
+        return False
+    if recorded["path"] == source["path"]:
+        return True
+    same_device = recorded.get("device", source["device"]) == source["device"]
+    return bool(same_device and recorded.get("inode") == source["inode"])
+
+
+def _claim_source(
+    client: QdrantClient,
+    collection: str,
+    state: Mapping[str, Any],
+    source: Mapping[str, Any],
+    *,
+    replace: bool,
+    mirror: bool,
+) -> bool:
+    """Check that ``source`` may write into ``collection`` and record it there.
+
+    A push mirrors one file (it deletes every point the file does not hold), so a collection
+    that holds points from another file, or from :func:`edge_colbert.ray.write_qdrant`, is
+    refused unless ``replace``. ``mirror`` is False for an additive writer (write_qdrant),
+    which is refused a collection a push mirrors a file into (the next push would delete its
+    rows). Returns whether the collection's points were pushed from this very file, so that
+    their rowids can be trusted.
+    """
+    held = client.count(collection, exact=True).count
+    recorded = state.get("source")
+    if held and not replace:
+        if mirror and not (recorded and _same_file(recorded, source)):
+            raise CollectionMismatchError(
+                f"collection {collection!r} holds {held} points written from "
+                f"{_describe(recorded)}, not from {_describe(source)}; a push makes the "
+                f"collection mirror one file, so it would delete the points this file does "
+                "not hold. Push into another collection, or pass replace=True (CLI: "
+                "--replace) if this file is meant to take its place (a copy or a restored "
+                "backup of it: only the differences are sent)."
+            )
+        if not mirror and recorded != source:
+            raise CollectionMismatchError(
+                f"collection {collection!r} holds {held} points pushed from "
+                f"{_describe(recorded)}; the next push from it would delete the rows written "
+                "now. Write into another collection."
+            )
+    if recorded != source:
+        # Recorded before anything is sent: an interrupted push then resumes by rowid.
+        client.update_collection(collection, metadata={STATE_KEY: {**state, "source": source}})
+    return held == 0 or recorded == source
 
 
 def _vector_params(models: Any, dim: int, storage: Storage) -> Any:
@@ -253,9 +313,15 @@ def _check_collection(
 def _ensure_collection(
     client: QdrantClient, collection: str, dim: int, model: str, storage: Storage
 ) -> dict[str, Any]:
-    """Create the collection if absent (empty state), else check it and return its state."""
+    """Create the collection if absent, else check it; returns its recorded state (model,
+    dimension and, once written, the source)."""
     if client.collection_exists(collection):
-        return _check_collection(client, collection, dim, model, storage)
+        # A collection made by hand (empty) has recorded nothing yet: this model is its model.
+        return {
+            "model": model,
+            "dim": dim,
+            **_check_collection(client, collection, dim, model, storage),
+        }
     models = _models()
     client.create_collection(
         collection,
@@ -263,7 +329,7 @@ def _ensure_collection(
         metadata={STATE_KEY: {"model": model, "dim": dim}},
     )
     logger.info("created Qdrant collection %s (%d-d, %s)", collection, dim, storage)
-    return {}
+    return {"model": model, "dim": dim}
 
 
 # ------------------------------------------------------------------------------------ push
@@ -277,25 +343,6 @@ def _digest(doc: StoredDocument, codes: np.ndarray[Any, Any]) -> str:
         h.update(b"\0")
     h.update(np.ascontiguousarray(codes, dtype=np.int8).tobytes())
     return h.hexdigest()
-
-
-def _stored_points(client: QdrantClient, collection: str) -> dict[str, tuple[int, str]]:
-    """Every point of the collection: point id -> (rowid, digest) from its payload."""
-    found: dict[str, tuple[int, str]] = {}
-    offset: Any = None
-    while True:
-        records, offset = client.scroll(
-            collection,
-            limit=SCROLL_PAGE,
-            offset=offset,
-            with_payload=["rowid", "digest"],
-            with_vectors=False,
-        )
-        for record in records:
-            payload = record.payload or {}
-            found[str(record.id)] = (int(payload.get("rowid", -1)), str(payload.get("digest", "")))
-        if offset is None:
-            return found
 
 
 def _batches(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -339,7 +386,11 @@ def _index_keys(
     client: QdrantClient, collection: str, metadata: Sequence[Mapping[str, Any]], done: set[str]
 ) -> None:
     """Create payload indexes for the scalar metadata keys in ``metadata`` not yet indexed,
-    typed by their values (keyword, bool, integer, float); mixed types get none."""
+    typed by their values (keyword, bool, integer, float); mixed types get none.
+
+    The same calls go to a server and to local mode, which accepts them and has no payload
+    indexes (it scans every point); its warning saying so is silenced here.
+    """
     models = _models()
     kinds: dict[str, set[str]] = {}
     for meta in metadata:
@@ -365,7 +416,9 @@ def _index_keys(
         if len(seen) != 1 or "other" in seen:
             continue
         schema = getattr(models.PayloadSchemaType, seen.pop().upper())
-        client.create_payload_index(collection, path, field_schema=schema)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            client.create_payload_index(collection, path, field_schema=schema, wait=True)
 
 
 def push(
@@ -376,6 +429,7 @@ def push(
     batch_size: int = DEFAULT_BATCH,
     vectors: Storage = "float32",
     index_metadata: bool = True,
+    replace: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> PushReport:
     """Make ``collection`` hold exactly the documents of the index, sending only changes.
@@ -383,7 +437,11 @@ def push(
     The collection is created when absent (a named ``colbert`` multi-vector of the index's
     dimension, dot product, MaxSim); the index file is only read. Run it again after adding,
     replacing or deleting documents, or after an interruption: it sends what is missing or
-    changed and deletes the points of documents that are gone.
+    changed and deletes the points of documents that are gone. Memory stays bounded however
+    large the file and the collection: both are compared page by page.
+
+    A collection mirrors one file. Points written from another file (another path and
+    inode) are refused unless ``replace``, because mirroring this file deletes them.
 
     Args:
         index_or_path: an open :class:`~edge_colbert.index.Index` or the path of its file
@@ -396,7 +454,11 @@ def push(
             the collection is created.
         index_metadata: create payload indexes for the scalar metadata keys found, so
             that ``where`` filters stay fast on a server.
-        progress: called with (points sent, points to send) after each batch.
+        replace: let this file take the place of the one the collection was pushed from
+            (a copy or restored backup of it: only the differences are sent; another file:
+            the collection becomes its mirror).
+        progress: called with (documents of the file done, documents in the file) after
+            each upsert and each page compared.
 
     Returns:
         A :class:`PushReport`.
@@ -405,7 +467,8 @@ def push(
         MissingExtraError: qdrant-client is not installed.
         QdrantUnavailableError: the server cannot be reached or refused a request.
         CollectionMismatchError: the collection has another vector size, comparator or
-            storage, or holds points that edge-colbert did not push.
+            storage, holds points that edge-colbert did not push, or points pushed from
+            another file (without ``replace``).
         ModelMismatchError: the collection holds another model's vectors.
         InvalidInputError: ``batch_size`` < 1 or an unknown ``vectors``.
 
@@ -418,75 +481,108 @@ def push(
         raise InvalidInputError(f"vectors must be 'float32' or 'int8'; got {vectors!r}.")
     if not isinstance(collection, str) or not collection:
         raise InvalidInputError(f"collection must be a non-empty name; got {collection!r}.")
+    options = _PushOptions(batch_size, vectors, index_metadata, replace, progress)
     if isinstance(index_or_path, Index):
         with _talking_to(client, collection):
-            return _push(
-                index_or_path, client, collection, batch_size, vectors, index_metadata, progress
-            )
+            return _push(index_or_path, client, collection, options)
     with Index(Path(index_or_path), readonly=True) as index, _talking_to(client, collection):
-        return _push(index, client, collection, batch_size, vectors, index_metadata, progress)
+        return _push(index, client, collection, options)
 
 
-def _push(
-    index: Index,
-    client: QdrantClient,
-    collection: str,
-    batch_size: int,
-    storage: Storage,
-    index_metadata: bool,
-    progress: Callable[[int, int], None] | None,
-) -> PushReport:
+@dataclass(frozen=True)
+class _PushOptions:
+    batch_size: int
+    storage: Storage
+    index_metadata: bool
+    replace: bool
+    progress: Callable[[int, int], None] | None
+
+
+def _pages_of(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
+    iterator = iter(items)
+    while page := list(itertools.islice(iterator, size)):
+        yield page
+
+
+def _push(index: Index, client: QdrantClient, collection: str, options: _PushOptions) -> PushReport:
     store = index.store
     model, dim = store.model_identity, store.dim
-    state = _ensure_collection(client, collection, dim, model, storage)
-    source = _source_of(index)
-    stored = _stored_points(client, collection)
-    # Rowids are trusted only for points pushed from this very file; an empty collection has
-    # nothing to compare.
-    same_file = state.get("source") == source or not stored
-    # Record the source before sending anything: an interrupted push then resumes by rowid.
-    client.update_collection(
-        collection, metadata={STATE_KEY: {"model": model, "dim": dim, "source": source}}
-    )
-    rowid_of = store.rowids_of(list(store.ids()))
-    wanted = {point_id(doc_id): rowid for doc_id, rowid in rowid_of.items()}
-    if same_file:
-        todo = sorted(r for pid, r in wanted.items() if stored.get(pid, (-1, ""))[0] != r)
-    else:
-        todo = _changed_by_digest(index, wanted, stored)
-    unchanged = len(wanted) - len(todo)
-    logger.info(
-        "push to %s: %d to send, %d unchanged (%s)",
-        collection,
-        len(todo),
-        unchanged,
-        "by rowid" if same_file else "by digest",
+    state = _ensure_collection(client, collection, dim, model, options.storage)
+    by_rowid = _claim_source(
+        client, collection, state, _source_of(index), replace=options.replace, mirror=True
     )
     done_keys = set((client.get_collection(collection).payload_schema or {}).keys())
-    # Local mode scans every point anyway and warns that payload indexes do nothing there.
-    index_metadata = index_metadata and not _is_local(client)
-    sent = 0
-    for chunk in _batches(todo, batch_size):
-        points = [point for _, _, _, point in _points(index, chunk)]
-        if not points:
-            continue
-        if index_metadata:
-            _index_keys(client, collection, [p.payload["metadata"] for p in points], done_keys)
-        client.upsert(collection, points=points, wait=True)
-        sent += len(points)
-        if progress is not None:
-            progress(sent, len(todo))
-    doomed = [pid for pid in stored if pid not in wanted]
-    for chunk_start in range(0, len(doomed), SCROLL_PAGE):
-        models = _models()
-        client.delete(
-            collection,
-            points_selector=models.PointIdsList(
-                points=doomed[chunk_start : chunk_start + SCROLL_PAGE]
-            ),
-            wait=True,
+    total = store.count()
+    done = sent = unchanged = 0
+    # The file's ids page by page (Store.ids reads them in pages), each page compared with
+    # the points of the same ids: only one page of ids, payloads and points is in memory.
+    for ids in _pages_of(store.ids(), COMPARE_PAGE):
+        wanted = {point_id(doc_id): rowid for doc_id, rowid in store.rowids_of(ids).items()}
+        stored = {
+            str(record.id): (
+                int((record.payload or {}).get("rowid", -1)),
+                str((record.payload or {}).get("digest", "")),
+            )
+            for record in client.retrieve(
+                collection, ids=list(wanted), with_payload=["rowid", "digest"], with_vectors=False
+            )
+        }
+        if by_rowid:
+            todo = sorted(r for pid, r in wanted.items() if stored.get(pid, (-1, ""))[0] != r)
+        else:
+            todo = _changed_by_digest(index, wanted, stored)
+        unchanged += len(wanted) - len(todo)
+        done += len(wanted) - len(todo)
+        for chunk in _batches(todo, options.batch_size):
+            points = [point for _, _, _, point in _points(index, chunk)]
+            if points:
+                if options.index_metadata:
+                    metadata = [p.payload["metadata"] for p in points]
+                    _index_keys(client, collection, metadata, done_keys)
+                client.upsert(collection, points=points, wait=True)
+                sent += len(points)
+            done += len(chunk)
+            if options.progress is not None:
+                options.progress(min(done, total), total)
+        if options.progress is not None and not todo:
+            options.progress(min(done, total), total)
+    deleted = _delete_gone(index, client, collection)
+    logger.info(
+        "push to %s: %d sent, %d unchanged (compared %s), %d deleted",
+        collection,
+        sent,
+        unchanged,
+        "by rowid" if by_rowid else "by digest",
+        deleted,
+    )
+    return PushReport(upserted=sent, deleted=deleted, unchanged=unchanged)
+
+
+def _delete_gone(index: Index, client: QdrantClient, collection: str) -> int:
+    """Delete the points whose document the file no longer holds, a scroll page at a time
+    (each page's ids looked up in the file); returns how many."""
+    models = _models()
+    deleted = 0
+    offset: Any = None
+    while True:
+        records, offset = client.scroll(
+            collection, limit=SCROLL_PAGE, offset=offset, with_payload=["id"], with_vectors=False
         )
-    return PushReport(upserted=sent, deleted=len(doomed), unchanged=unchanged)
+        doc_of = {str(r.id): str((r.payload or {}).get("id", "")) for r in records}
+        present = index.store.rowids_of(sorted(set(doc_of.values())))
+        doomed = [
+            pid
+            for pid, doc_id in doc_of.items()
+            if doc_id not in present or point_id(doc_id) != pid
+        ]
+        if doomed:
+            # The next page starts at ``offset``, a point id after every one of this page, so
+            # deleting these does not move it.
+            client.delete(collection, points_selector=models.PointIdsList(points=doomed), wait=True)
+            deleted += len(doomed)
+        if offset is None:
+            return deleted
 
 
 def _changed_by_digest(

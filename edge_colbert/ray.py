@@ -42,6 +42,8 @@ EXTRA = "ray"
 DEFAULT_BATCH = 64
 Storage = Literal["int8", "float32"]
 _DTYPES: dict[str, type[np.generic]] = {"int8": np.int8, "float32": np.float32}
+# The source write_qdrant records in a collection's metadata (push records its index file).
+WRITER = {"writer": "edge_colbert.ray.write_qdrant"}
 
 
 def _ray_data() -> Any:
@@ -272,19 +274,33 @@ def write_qdrant(
         MissingExtraError: ray[data] or qdrant-client is not installed.
         InvalidInputError: the dataset lacks ``vectors`` (run :func:`encode` first), the text
             or id column.
-        CollectionMismatchError, ModelMismatchError, QdrantUnavailableError: as ``push``.
+        CollectionMismatchError: as ``push``; also a collection that ``push`` fills from
+            an index file (its next push would delete these rows).
+        ModelMismatchError, QdrantUnavailableError: as ``push``.
 
     Not thread-safe for one collection.
     """
     from edge_colbert import qdrant
     from edge_colbert.encoder import Encoder
 
+    _check_dataset(encoded, [])
+    schema = encoded.schema()
+    if schema is None or "vectors" not in schema.names:
+        raise InvalidInputError(
+            "the dataset has no 'vectors' column: give write_qdrant the output of "
+            "edge_colbert.ray.encode(dataset, model_dir), not the texts."
+        )
     _check_dataset(encoded, ["vectors", "n_tokens", "dim", column, id_column, *metadata_columns])
     models = qdrant._models()
     encoder = Encoder(model_dir)
     sent = 0
     with qdrant._talking_to(client, collection):
-        qdrant._ensure_collection(client, collection, encoder.dim, encoder.identity, "float32")
+        state = qdrant._ensure_collection(
+            client, collection, encoder.dim, encoder.identity, "float32"
+        )
+        # Recorded so that a push from an index file refuses to mirror over these rows, and
+        # refused where a push mirrors a file here (its next push would delete them).
+        qdrant._claim_source(client, collection, state, WRITER, replace=False, mirror=False)
         for batch in encoded.iter_batches(batch_size=batch_size, batch_format="numpy"):
             points = []
             for i in range(len(batch["vectors"])):

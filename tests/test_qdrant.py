@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,29 @@ def _collection_state(client: QdrantClient, name: str) -> dict[str, tuple[str, A
             return state
 
 
+class _Recording(QdrantClient):
+    """A real local-mode client that records the keyword arguments of some calls (a spy:
+    every call still runs in Qdrant's local mode)."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def retrieve(self, collection_name: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.calls.append(("retrieve", kwargs))
+        return super().retrieve(collection_name, **kwargs)
+
+    def scroll(self, collection_name: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.calls.append(("scroll", kwargs))
+        return super().scroll(collection_name, **kwargs)
+
+    def create_payload_index(  # type: ignore[override]
+        self, collection_name: str, field_name: str, **kwargs: Any
+    ) -> Any:
+        self.calls.append(("create_payload_index", {"field_name": field_name, **kwargs}))
+        return super().create_payload_index(collection_name, field_name, **kwargs)
+
+
 def _assert_equal_to_file(client: QdrantClient, name: str, idx: Index) -> None:
     state = _collection_state(client, name)
     assert sorted(state) == sorted(idx)
@@ -178,16 +202,123 @@ def test_interrupted_push_resumes(index: Index) -> None:
     _assert_equal_to_file(client, "docs", index)
 
 
-def test_a_copied_file_is_compared_by_digest(index: Index, tmp_path: Path) -> None:
+def test_payload_indexes_are_requested_in_every_mode(index: Index) -> None:
+    """Local mode accepts create_payload_index (and keeps no index), so the calls a server
+    gets are made here too; each one's arguments must build the client's own REST request
+    body and gRPC field type, which is what the URL path sends."""
+    from qdrant_client.conversions.conversion import RestToGrpc
+
+    client = _Recording(":memory:")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # local mode's "no effect" warning is silenced
+        push(index, client, "docs")
+    made = {
+        kw["field_name"]: kw["field_schema"]
+        for name, kw in client.calls
+        if name == "create_payload_index"
+    }
+    kinds = models.PayloadSchemaType
+    assert made == {
+        "metadata.n": kinds.INTEGER,
+        "metadata.tag": kinds.KEYWORD,
+        "metadata.flag": kinds.BOOL,
+        "metadata.score": kinds.FLOAT,
+        'metadata."a.b"': kinds.KEYWORD,
+        "metadata.label": kinds.KEYWORD,
+    }  # "maybe" mixes null and strings: no index
+    for field, schema in made.items():
+        body = models.CreateFieldIndex(field_name=field, field_schema=schema)
+        assert body.model_dump(mode="json")["field_schema"] == schema.value
+        RestToGrpc.convert_payload_schema_type(schema)
+    assert all(kw["wait"] is True for name, kw in client.calls if name == "create_payload_index")
+
+    client.calls.clear()
+    push(index, client, "plain", index_metadata=False)
+    assert not [name for name, _ in client.calls if name == "create_payload_index"]
+
+
+def test_a_copied_file_is_refused_then_compared_by_digest_with_replace(
+    index: Index, tmp_path: Path
+) -> None:
     client = QdrantClient(path=str(tmp_path / "qdrant"))
     push(index, client, "docs")
     copy = tmp_path / "copy.db"
     index.close()
     shutil.copy(index.path, copy)
     with Index(copy, readonly=True) as reopened:
-        report = push(reopened, client, "docs")
-    assert (report.upserted, report.unchanged) == (0, 40)
+        with pytest.raises(CollectionMismatchError, match=r"40 points written from .*docs\.db"):
+            push(reopened, client, "docs")
+        report = push(reopened, client, "docs", replace=True)
+        assert (report.upserted, report.unchanged, report.deleted) == (0, 40, 0)
+        # the copy is now the collection's source: its next push compares rowids
+        assert push(reopened, client, "docs").unchanged == 40
     client.close()
+
+
+def test_another_file_is_refused_and_a_moved_file_is_the_same(
+    index: Index, tiny_encoder: Encoder, tmp_path: Path
+) -> None:
+    """A collection mirrors one file: pushing a second shard into it would delete the first
+    shard's points, so it is refused with both files named and nothing changed."""
+    client = QdrantClient(":memory:")
+    push(index, client, "docs")
+    other = Index(tmp_path / "shard2.db", encoder=tiny_encoder)
+    other.add(_texts(3, seed=9), ids=["s0", "s1", "s2"])
+    with pytest.raises(
+        CollectionMismatchError,
+        match=r"holds 40 points written from the index file .*docs\.db .*not from the "
+        r"index file .*shard2\.db.*--replace",
+    ):
+        push(other, client, "docs")
+    assert client.count("docs").count == 40
+    _assert_equal_to_file(client, "docs", index)
+
+    index.close()
+    moved = tmp_path / "moved" / "docs.db"
+    moved.parent.mkdir()
+    index.path.rename(moved)  # same inode: the same file, rowids still trusted
+    with Index(moved, readonly=True) as reopened:
+        report = push(reopened, client, "docs")
+        assert (report.upserted, report.unchanged, report.deleted) == (0, 40, 0)
+    report = push(other, client, "docs", replace=True)
+    assert (report.upserted, report.unchanged, report.deleted) == (3, 0, 40)
+    _assert_equal_to_file(client, "docs", other)
+
+
+def test_push_pages_through_the_file_and_the_collection(
+    index: Index, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With pages of 7 documents and 5 points, no request carries more than one page and a
+    push after adds, upserts and deletes spread over the pages still mirrors the file."""
+    from edge_colbert import qdrant
+
+    monkeypatch.setattr(qdrant, "COMPARE_PAGE", 7)
+    monkeypatch.setattr(qdrant, "SCROLL_PAGE", 5)
+    client = _Recording(":memory:")
+    first = push(index, client, "docs", batch_size=3)
+    assert (first.upserted, first.unchanged) == (40, 0)
+    index.add(_texts(9, seed=3), ids=[f"new{i}" for i in range(9)])
+    index.add(["garden window"] * 3, ids=["d5", "d17", "d33"])
+    index.delete([f"d{i}" for i in range(0, 40, 4)])
+    client.calls.clear()
+    report = push(index, client, "docs", batch_size=3)
+    retrieved = [len(kw["ids"]) for name, kw in client.calls if name == "retrieve"]
+    scrolled = [kw["limit"] for name, kw in client.calls if name == "scroll"]
+    assert (report.upserted, report.deleted, report.unchanged) == (12, 10, 27)
+    assert max(retrieved) <= 7 and sum(retrieved) == len(index) == 39
+    assert len(scrolled) >= 8 and set(scrolled) == {5}  # 49 points before the deletions
+    _assert_equal_to_file(client, "docs", index)
+
+    # the same paging when rowids are not trusted: forget the source, compare digests
+    config = client.get_collection("docs").config.metadata or {}
+    state = {k: v for k, v in config["edge_colbert"].items() if k != "source"}
+    client.update_collection("docs", metadata={"edge_colbert": state})
+    with pytest.raises(CollectionMismatchError, match="recorded no source"):
+        push(index, client, "docs")
+    client.calls.clear()
+    again = push(index, client, "docs", replace=True)
+    assert (again.upserted, again.deleted, again.unchanged) == (0, 0, 39)
+    assert max(len(kw["ids"]) for name, kw in client.calls if name == "retrieve") <= 7
 
 
 def test_the_index_file_is_only_read(index: Index, tmp_path: Path) -> None:
@@ -352,6 +483,14 @@ def test_cli_push_local_folder_and_errors(index: Index, tmp_path: Path) -> None:
     assert "40 sent, 0 unchanged, 0 deleted" in done.stdout
     again = _cli("push", str(index.path), "--qdrant", str(target), "--collection", "c")
     assert "0 sent, 40 unchanged" in again.stdout
+    copy = tmp_path / "copy.db"
+    shutil.copy(index.path, copy)
+    refused = _cli("push", str(copy), "--qdrant", str(target), "--collection", "c")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("edge-colbert: error: collection 'c' holds 40 points")
+    assert refused.stderr.count("\n") == 1 and "--replace" in refused.stderr
+    replaced = _cli("push", str(copy), "--qdrant", str(target), "--collection", "c", "--replace")
+    assert "0 sent, 40 unchanged, 0 deleted" in replaced.stdout, replaced.stderr
     client = QdrantClient(path=str(target))
     assert client.count("c").count == 40
     locked = _cli("push", str(index.path), "--qdrant", str(target), "--collection", "c")

@@ -128,6 +128,20 @@ def test_index_shards_and_qdrant(
         got = [h.id for h in search(client, "ray", tiny_encoder, "river stone", k=5, where=where)]
         assert got == want
 
+    # write_qdrant adds to what it wrote before; a push mirrors one file, so neither takes
+    # the other's collection (each would lose rows)
+    from edge_colbert.qdrant import CollectionMismatchError, push
+
+    again = write_qdrant(encoded, client, "ray", model_dir=tiny_model_dir, id_column="doc")
+    assert again == 40 and client.count("ray").count == 40
+    with pytest.raises(CollectionMismatchError, match=r"40 points written from edge_colbert\.ray"):
+        push(reference, client, "ray")
+    push(reference, client, "pushed")
+    with pytest.raises(CollectionMismatchError, match=r"40 points pushed from the index file"):
+        write_qdrant(encoded, client, "pushed", model_dir=tiny_model_dir, id_column="doc")
+    with pytest.raises(InvalidInputError, match=r"no 'vectors' column.*ray\.encode"):
+        write_qdrant(ray.data.from_items(rows), client, "x", model_dir=tiny_model_dir)
+
 
 def test_bad_input(local_ray: None, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     items = ray.data.from_items([{"body": "some text"}])
