@@ -289,6 +289,14 @@ def _check_collection(
             f"comparator {comparator}, but this index needs {wanted} ({dim}-d, max_sim); push "
             "into a new collection name or delete this one."
         )
+    distance = getattr(params.distance, "value", params.distance)
+    if distance not in (models.Distance.DOT.value, models.Distance.COSINE.value):
+        # The points are unit vectors: dot product and cosine both give the index's MaxSim.
+        raise CollectionMismatchError(
+            f"collection {collection!r} compares vectors by {distance}, but MaxSim needs "
+            f"{models.Distance.DOT.value} (or {models.Distance.COSINE.value}); push into a new "
+            "collection name or delete this one."
+        )
     have = _storage_of(params, info.config.quantization_config)
     if storage is not None and have != storage:
         raise CollectionMismatchError(

@@ -368,6 +368,14 @@ def test_collection_of_another_size_or_comparator_is_refused(index: Index) -> No
     client.create_collection(
         "unnamed", vectors_config=models.VectorParams(size=16, distance=models.Distance.DOT)
     )
+    client.create_collection(
+        "euclid",
+        vectors_config={
+            VECTOR_NAME: models.VectorParams(
+                size=index.store.dim, distance=models.Distance.EUCLID, multivector_config=multi
+            )
+        },
+    )
     before = _digest(index.path)
     dim = index.store.dim
     with pytest.raises(CollectionMismatchError, match=rf"128-d .* needs .*{dim}-d"):
@@ -376,6 +384,8 @@ def test_collection_of_another_size_or_comparator_is_refused(index: Index) -> No
         push(index, client, "single")
     with pytest.raises(CollectionMismatchError, match="unnamed"):
         push(index, client, "unnamed")
+    with pytest.raises(CollectionMismatchError, match=r"by Euclid, but MaxSim needs Dot"):
+        push(index, client, "euclid")
     assert _digest(index.path) == before
     assert client.count("wide").count == 0
 
