@@ -134,12 +134,20 @@ def phase_build(args: argparse.Namespace) -> dict[str, Any]:
     meter = common.PeakMeter()
     meter.start()
     clock = common.Stopwatch()
-    index = Index(db, encoder=encoder)  # type: ignore[arg-type]
+    settings: dict[str, Any] = {}
+    if args.codec:
+        settings["codec"] = args.codec
+    if args.pool_factor:
+        settings["pool_factor"] = args.pool_factor
+    index = Index(db, encoder=encoder, **settings)  # type: ignore[arg-type]
+    encoded = 0  # tokens before pooling: the issue's bytes per token divides by these
     generate, generate_cpu = 0.0, 0.0  # making the vectors is not indexing: kept apart
     for done, block in enumerate(range(args.start // BATCH_DOCS, args.size // BATCH_DOCS), 1):
         made = common.Stopwatch()
         labels = [f"doc-{block * BATCH_DOCS + i}" for i in range(BATCH_DOCS)]
-        encoder.give(labels, gen.batch(block))
+        vectors = gen.batch(block)
+        encoded += sum(len(v) for v in vectors)
+        encoder.give(labels, vectors)
         wall, used = made.stop()
         generate, generate_cpu = generate + wall, generate_cpu + used
         index.add(labels, ids=labels)
@@ -160,10 +168,26 @@ def phase_build(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": seconds - generate,
         "cpu_seconds": cpu - generate_cpu,
         "generate_seconds": generate,
+        "encoded_tokens": encoded,
         "info": info,
         "file_bytes": common.file_bytes(db),
         "memory": meter.report(),
     }
+
+
+def _resident() -> dict[str, int]:
+    """This process's resident bytes by kind, from /proc/self/status: ``anon`` (heap,
+    arrays) and ``file`` (mapped file pages: the index file's memory-mapped pages, shared
+    with the OS page cache and given back under memory pressure). Zeros off Linux."""
+    found = {"anon": 0, "file": 0}
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return found
+    for line in status.read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile"):
+            found[key[3:].lower()] = int(value.split()[0]) * 1024
+    return found
 
 
 def phase_search(args: argparse.Namespace) -> dict[str, Any]:
@@ -172,7 +196,8 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     The prefiltered searches (all ``--queries``) run first, under their own memory meter
     (started before the open): that peak is the search's own. The exhaustive searches,
     which read every stored vector, run afterwards on the first ``--overlap-queries`` under
-    a second meter, and give the top-10 overlap.
+    a second meter, and give the top-10 overlap. With ``--no-mmap`` the file is read
+    without SQLite's memory map and only the prefiltered searches run.
     """
     from edge_colbert import Index
 
@@ -180,8 +205,14 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     queries = gen.queries(args.queries)
     meter = common.PeakMeter()
     meter.start()
+    before = _resident()
     clock = common.Stopwatch()
-    index = Index(args.work / "scaling.db", encoder=PrecomputedEncoder(), readonly=True)  # type: ignore[arg-type]
+    index = Index(
+        args.work / "scaling.db",
+        encoder=PrecomputedEncoder(),  # type: ignore[arg-type]
+        readonly=True,
+        mmap=not args.no_mmap,
+    )
     open_seconds, open_cpu = clock.stop()
     open_memory = meter.report()
     clock = common.Stopwatch()
@@ -193,9 +224,13 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     cpu: dict[str, list[float]] = {"prefilter": [], "exhaustive": []}
     tops: dict[str, list[list[str]]] = {"prefilter": [], "exhaustive": []}
     checked = queries[: args.overlap_queries] if args.overlap_queries else queries
+    if args.no_mmap:
+        checked = []  # this run measures the prefiltered search's memory without the map
     for mode, batch in (("prefilter", queries), ("exhaustive", checked)):
         if mode == "exhaustive":
             memory = meter.report()
+            # The map's pages stay resident: the growth of mapped-file pages is the file.
+            resident = {kind: size - before[kind] for kind, size in _resident().items()}
             meter = common.PeakMeter()
             meter.start()
         for q in batch:
@@ -218,9 +253,11 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
         "search_cpu": common.latency_ms(cpu["prefilter"]),
         "search_exhaustive_cpu": common.latency_ms(cpu["exhaustive"]),
         "search_exhaustive": common.latency_ms(times["exhaustive"]),
-        "overlap": float(np.mean(overlaps)),
+        "overlap": float(np.mean(overlaps)) if overlaps else float("nan"),
         "overlap_queries": len(overlaps),
+        "mmap": not args.no_mmap,
         "memory": memory,
+        "resident_growth": resident,
         "exhaustive_memory": exhaustive_memory,
     }
 
@@ -228,8 +265,18 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------- report and command line
 
 
+def _mib(value: float | None) -> str:
+    """Bytes as whole MiB, or a dash when the run did not measure it."""
+    return "-" if value is None else f"{value / (1 << 20):.0f} MiB"
+
+
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[str, Any]) -> str:
-    """The scaling section for docs/benchmarks.md."""
+    """The scaling section for docs/benchmarks.md: build, search and memory tables."""
+    settings = ", ".join(
+        f"{name} {value}"
+        for name, value in (("codec", args.codec), ("pool factor", args.pool_factor))
+        if value
+    )
     lines = [
         "## Scaling: replicated SciFact vectors",
         "",
@@ -239,32 +286,56 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[s
         + (f", cut to its first {args.max_tokens} tokens" if args.max_tokens else "")
         + f", so no encoding is needed; {args.queries} SciFact "
         "queries, k = 10, searched with `search_vectors` (no query encoding). One file grown "
-        "stage by stage through `Index.add` (with the retraining the index does by itself); "
-        "each stage and each search run is its own process.",
+        "stage by stage through `Index.add` (with the retraining the index does by itself)"
+        + (f", {settings}" if settings else ", the library's default settings")
+        + "; each stage and each search run is its own process.",
         "",
         *common.run_header(machine),
         "| documents | stored tokens | file size | bytes / token | centroids "
-        "| add time for the stage (docs/s) | open (ms, CPU ms) | first search (ms) "
-        "| search p50 / p95 (ms) | search CPU p50 (ms) | exhaustive p50 / p95 (ms) "
-        "| exhaustive CPU p50 (ms) | top-10 overlap (queries) | peak RSS: open + prefiltered "
-        "searches | peak RSS: exhaustive searches |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| add time for the stage | docs/s | add CPU s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    encoded = 0  # tokens before pooling, all stages so far: bytes per token divides by them
+    for r in rows:
+        b, info = r["build"], r["build"]["info"]
+        encoded += b.get("encoded_tokens", 0)
+        lines.append(
+            f"| {r['size']:,} | {info['tokens']:,} | {_mib(b['file_bytes'])} "
+            f"| {b['file_bytes'] / (encoded or info['tokens']):.1f} "
+            f"| {info['centroids']:,} | {b['seconds']:.0f} s | {b['added'] / b['seconds']:.0f} "
+            f"| {b['cpu_seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "| documents | open ms (CPU ms) | first search ms | search p50 / p95 ms "
+        "| search CPU p50 / p95 ms | exhaustive p50 / p95 ms | exhaustive CPU p50 ms "
+        "| top-10 overlap (queries) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        b, s, info = r["build"], r["search"], r["build"]["info"]
+        s = r["search"]
         lines.append(
-            f"| {r['size']:,} | {info['tokens']:,} | {b['file_bytes'] / (1 << 20):.0f} MiB "
-            f"| {b['file_bytes'] / info['tokens']:.1f} | {info['centroids']:,} "
-            f"| {b['seconds']:.0f} s ({b['added'] / b['seconds']:.0f}) "
-            f"| {s['open_ms']:.0f} ({s['open_cpu_ms']:.0f}) | {s['first_search_ms']:.0f} "
-            f"| {s['search']['p50']:.1f} / {s['search']['p95']:.1f} "
-            f"| {s['search_cpu']['p50']:.1f} "
-            f"| {s['search_exhaustive']['p50']:.1f} / {s['search_exhaustive']['p95']:.1f} "
-            f"| {s['search_exhaustive_cpu']['p50']:.1f} "
-            f"| {s['overlap']:.3f} ({s['overlap_queries']}) "
-            f"| {s['memory']['above_base'] / (1 << 20):.0f} MiB "
-            f"| {s['exhaustive_memory']['above_base'] / (1 << 20):.0f} MiB "
-            f"(int8 codes: {info['tokens'] * DIM / (1 << 20):.0f} MiB) |"
+            f"| {r['size']:,} | {s['open_ms']:.0f} ({s['open_cpu_ms']:.0f}) "
+            f"| {s['first_search_ms']:.0f} | {s['search']['p50']:.1f} / {s['search']['p95']:.1f} "
+            f"| {s['search_cpu']['p50']:.1f} / {s['search_cpu']['p95']:.1f} "
+            f"| {s['search_exhaustive']['p50']:.0f} / {s['search_exhaustive']['p95']:.0f} "
+            f"| {s['search_exhaustive_cpu']['p50']:.0f} "
+            f"| {s['overlap']:.3f} ({s['overlap_queries']}) |"
+        )
+    lines += [
+        "",
+        "| documents | int8 codes | peak RSS: open + prefiltered searches (memory map) "
+        "| ... of it mapped file pages | same without the map | peak RSS: exhaustive searches |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        s, plain = r["search"], r.get("search_nommap")
+        lines.append(
+            f"| {r['size']:,} | {_mib(r['build']['info']['tokens'] * DIM)} "
+            f"| {_mib(s['memory']['above_base'])} "
+            f"| {_mib(s.get('resident_growth', {}).get('file'))} "
+            f"| {_mib(plain['memory']['above_base'] if plain else None)} "
+            f"| {_mib(s['exhaustive_memory']['above_base'])} |"
         )
     lines += [
         "",
@@ -272,7 +343,10 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[s
         "(interpreter and libraries loaded), by resetting the kernel's high-water mark: once "
         "from before the open through the prefiltered searches, once more over the "
         "exhaustive searches alone (they read every stored vector). The pages of the file "
-        "that SQLite's memory map reads count in it.",
+        "that SQLite's memory map reads count in it (the file-pages column: their growth from "
+        "before the open to the end of the prefiltered searches); the no-map run opens the "
+        "file with `mmap=False` in a process of its own and runs the prefiltered searches "
+        "only.",
         "",
     ]
     return "\n".join(lines)
@@ -296,6 +370,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--queries", type=int, default=100, help="prefiltered searches timed")
     p.add_argument(
+        "--codec",
+        help="the Index's codec when the file is created (int8, residual4, residual2; "
+        "default: the library's)",
+    )
+    p.add_argument(
+        "--pool-factor",
+        type=int,
+        default=0,
+        help="the Index's token pooling when the file is created (0: the library's default)",
+    )
+    p.add_argument(
         "--overlap-queries",
         type=int,
         default=0,
@@ -314,6 +399,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--phase", choices=("build", "search"), help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--no-mmap", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -342,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.from_results:
         rows = json.loads(args.from_results.read_text())
+        # The table names the command of the run that measured it, not this rewrite.
+        if "--from-results" in sys.argv:
+            at = sys.argv.index("--from-results")
+            del sys.argv[at : at + 2]
         return write_report(rows, args)
     work = args.work or Path(tempfile.mkdtemp(prefix="edge-colbert-scaling-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -349,15 +439,17 @@ def main(argv: list[str] | None = None) -> int:
     base = ["--work", str(work), "--seed", str(args.seed), "--queries", str(args.queries),
             "--cache", str(args.cache), "--noise", str(args.noise),
             "--max-tokens", str(args.max_tokens),
-            "--overlap-queries", str(args.overlap_queries)]  # fmt: skip
+            "--overlap-queries", str(args.overlap_queries),
+            "--codec", args.codec or "", "--pool-factor", str(args.pool_factor)]  # fmt: skip
     rows, start = [], 0
     script = Path(__file__).resolve()
     for size in args.sizes:
         stage = [*base, "--start", str(start), "--size", str(size)]
         build = common.run_phase(script, "build", stage, work / "logs")
         search = common.run_phase(script, "search", stage, work / "logs")
-        rows.append({"size": size, "build": build, "search": search})
-        print(f"{size}: build {build}\n{size}: search {search}", flush=True)
+        plain = common.run_phase(script, "search", [*stage, "--no-mmap"], work / "logs")
+        rows.append({"size": size, "build": build, "search": search, "search_nommap": plain})
+        print(f"{size}: build {build}\n{size}: search {search}\n{size}: {plain}", flush=True)
         # Kept after every stage: the table can be written again (--from-results) from a
         # run that stopped part-way, or with another layout, without rerunning it.
         (work / "results.json").write_text(json.dumps(rows, default=float))
