@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_colbert import __version__
+from edge_colbert.codec import CODECS
 from edge_colbert.errors import EdgeColbertError, InvalidInputError
 from edge_colbert.files_cli import add_folder_options, hit_location
 from edge_colbert.sync import absolute
@@ -110,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="store about 1/N of each chunk's token vectors (Ward token pooling); recorded "
         "when DB is created (default 1: none)",
+    )
+    index.add_argument(
+        "--codec",
+        choices=CODECS,
+        default=None,
+        help="how token vectors are stored: int8 (64 bytes a token at 64-d, the default), "
+        "residual4 (34) or residual2 (18); recorded when DB is created",
     )
     add_folder_options(index)
     index.set_defaults(func=_run_index)
@@ -229,11 +237,16 @@ def _encoder(args: argparse.Namespace) -> Encoder:
 
 
 def _open_index(
-    path: Path, encoder: Encoder | None, *, readonly: bool, pool_factor: int | None = None
+    path: Path,
+    encoder: Encoder | None,
+    *,
+    readonly: bool,
+    pool_factor: int | None = None,
+    codec: str | None = None,
 ) -> Index:
     from edge_colbert.index import Index
 
-    return Index(path, encoder=encoder, readonly=readonly, pool_factor=pool_factor)
+    return Index(path, encoder=encoder, readonly=readonly, pool_factor=pool_factor, codec=codec)
 
 
 def display_path(path: str) -> str:

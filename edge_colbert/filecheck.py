@@ -83,6 +83,13 @@ FROZEN_SCHEMAS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE vectors (doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE "
         "CASCADE, codes BLOB NOT NULL, centroids BLOB)",
     ),
+    3: (
+        *_COMMON,
+        "CREATE TABLE vectors (doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE "
+        "CASCADE, codes BLOB NOT NULL, crc INTEGER NOT NULL)",
+        "CREATE TABLE doc_centroids (doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON "
+        "DELETE CASCADE, ids BLOB NOT NULL)",
+    ),
 }
 
 # (type, name, tbl_name, normalized sql)

@@ -161,7 +161,11 @@ def run_index(args: argparse.Namespace) -> int:
     )
     try:
         with _open_index(
-            db, encoder, readonly=False, pool_factor=getattr(args, "pool_factor", None)
+            db,
+            encoder,
+            readonly=False,
+            pool_factor=getattr(args, "pool_factor", None),
+            codec=getattr(args, "codec", None),
         ) as index:
             report = sync_files(
                 index,

@@ -23,10 +23,10 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_colbert import schema
-from edge_colbert.codec import stored_codec
+from edge_colbert.codec import ResidualCodec, check_codec, settle_codec
 from edge_colbert.errors import InvalidInputError
 from edge_colbert.lexical import DEFAULT_LEXICAL_WEIGHT, Fusion, fts_query, fuse
-from edge_colbert.maxsim import maxsim_int8_packed, maxsim_scores
+from edge_colbert.maxsim import maxsim_float_packed, maxsim_int8_packed, maxsim_scores
 from edge_colbert.mirror import PrefilterMirror
 from edge_colbert.pooling import check_pool_factor, pool_documents, settle_pool_factor
 from edge_colbert.prefilter import DEFAULT_NPROBE, Prefilter, default_keep
@@ -161,9 +161,16 @@ class Index:
             about ``1 / pool_factor`` of its token vectors, merged by Ward clustering. Recorded
             in a new file and applied to every later add; ``None`` takes what the file
             records (1, no pooling, for a new file). Must match a file that holds documents.
+        codec: how token vectors are stored (:mod:`~edge_colbert.codec`): ``"int8"`` (64
+            bytes per token at 64 dimensions), ``"residual4"`` (34) or ``"residual2"`` (18):
+            a centroid id and a few bits per dimension, ColBERTv2's residual codes.
+            Recorded in a new file; ``None`` takes what the file records (``"int8"`` for a
+            new file). Must match a file that holds documents (``edge-colbert compact``
+            converts one).
 
     Raises:
-        InvalidInputError: a bad ``pool_factor``, or one that differs from the file's.
+        InvalidInputError: a bad ``pool_factor`` or ``codec``, or one that differs from the
+            file's.
         IndexFileError: the path is not an edge-colbert index (see :class:`Store`).
         ModelMismatchError: the file was written by another model.
     """
@@ -180,10 +187,13 @@ class Index:
         train_tokens: int = TRAIN_TOKENS,
         mmap: bool = True,
         pool_factor: int | None = None,
+        codec: str | None = None,
     ) -> None:
         path = Path(path)
         if pool_factor is not None:
             check_pool_factor(pool_factor)  # before anything touches the file
+        if codec is not None:
+            check_codec(codec)
         new_file = not path.exists() or (path.is_file() and path.stat().st_size == 0)
         if encoder is None and new_file and not readonly:
             encoder = _default_encoder()
@@ -204,7 +214,7 @@ class Index:
             path, model=_model_info(encoder), readonly=readonly, timeout=timeout, mmap=mmap
         )
         try:
-            self.codec = stored_codec(self._store.meta(), self._store.path)
+            self.codec = settle_codec(self._store, codec)
             self.pool_factor = settle_pool_factor(self._store, pool_factor)
         except BaseException:
             self._store.close()
@@ -298,32 +308,33 @@ class Index:
             encoded = pool_documents(encoded, self.pool_factor)
             quantized.extend(quantize_int8(v) for v in encoded)
         store = self._store
-        # Posting is CPU work: do it before taking the write lock, with the centroids in
-        # memory, and again inside only if another writer retrained them meanwhile.
+        # Posting and residual coding are CPU work: do them before taking the write lock,
+        # with the centroids in memory, and again inside only if another writer retrained
+        # them meanwhile.
         self._refresh()
-        posted_with = self._prefilter
-        assigned = _post(posted_with, quantized)
+        with store.snapshot():
+            prepared = _prepare(self._prefilter, store.residual_codec(), quantized)
         with store.transaction() as conn:
             self._refresh()
-            prefilter = self._prefilter
-            if prefilter is not posted_with:
-                assigned = _post(prefilter, quantized)
+            prefilter, residual = self._prefilter, store.residual_codec()
+            if prefilter is not prepared.prefilter or residual is not prepared.residual:
+                prepared = _prepare(prefilter, residual, quantized)
             docs = [
                 NewDocument(
                     id=doc_id,
                     text=text,
                     metadata_json=meta,
                     codes=codes,
-                    centroids=None if assigned is None else assigned[i],
+                    centroids=None if prepared.unique is None else prepared.unique[i],
                 )
                 for i, (doc_id, text, meta, codes) in enumerate(
-                    zip(ids, texts, metas, quantized, strict=True)
+                    zip(ids, texts, metas, prepared.codes, strict=True)
                 )
             ]
             replaced, added = store.insert(conn, docs, self._mirror.id_dtype())
         # Only now, after the commit, does memory follow the file.
-        if assigned is not None:
-            self._mirror.added(replaced, added, assigned)
+        if prepared.unique is not None:
+            self._mirror.added(replaced, added, prepared.unique)
         self._maybe_train()
 
     def _maybe_train(self) -> None:
@@ -548,7 +559,9 @@ class Index:
             return prefilter.prune(query, candidates, keep=keep)
 
     def _score_pack(self, query: npt.NDArray[np.float32], pack: PackedVectors) -> Any:
-        return maxsim_int8_packed(query, pack.codes, pack.offsets)
+        if pack.codec is None:
+            return maxsim_int8_packed(query, pack.codes, pack.offsets)
+        return maxsim_float_packed(query, pack.floats(), pack.offsets)
 
     def _scores(
         self, query: npt.NDArray[np.float32], rowids: npt.NDArray[np.int64]
@@ -674,6 +687,8 @@ class Index:
             "centroid_version": self._store.centroid_version(),
             "trained_on_tokens": int(meta.get("trained_on_tokens", "0")),
             "schema_version": int(meta.get("schema_version", "0")),
+            "codec": self._store.codec(),
+            "pool_factor": self.pool_factor,
         }
 
     def close(self) -> None:
@@ -697,19 +712,39 @@ class Index:
         return f"Index({str(self.path)!r}, readonly={self.readonly})"
 
 
-def _post(
+@dataclass(frozen=True)
+class _Prepared:
+    """A batch ready to insert under one centroid version: each document's stored codes
+    and its sorted unique nearest centroids (None before centroids exist)."""
+
+    prefilter: Prefilter | None
+    residual: ResidualCodec | None
+    codes: Sequence[npt.NDArray[np.int8] | npt.NDArray[np.uint8]]
+    unique: list[npt.NDArray[np.uint32]] | None
+
+
+def _prepare(
     prefilter: Prefilter | None,
-    quantized: Sequence[npt.NDArray[np.int8]],
-) -> list[npt.NDArray[np.uint32]] | None:
-    """Each document's sorted unique nearest centroids, from its stored int8 vectors (as
-    retraining re-posts them), in one assignment over all tokens of the batch."""
+    residual: ResidualCodec | None,
+    quantized: list[npt.NDArray[np.int8]],
+) -> _Prepared:
+    """Post the batch under ``prefilter`` (one assignment over all its tokens, from the
+    int8 vectors, as retraining re-posts them) and, in a residual file with trained
+    centroids, code every token against its nearest centroid. ``prefilter`` and
+    ``residual`` come from the same commit (the write transaction re-prepares when they
+    changed), so they hold the same centroids."""
     if prefilter is None or not quantized:
-        return None
-    codes = np.concatenate(list(quantized))
+        return _Prepared(prefilter, residual, quantized, None)
     offsets = np.zeros(len(quantized) + 1, dtype=np.int64)
     np.cumsum([len(c) for c in quantized], out=offsets[1:])
-    labels = prefilter.assign(dequantize_int8(codes))
-    return unique_per_document(labels, offsets, prefilter.num_centroids)
+    vectors = dequantize_int8(np.concatenate(quantized))
+    labels = prefilter.assign(vectors)
+    unique = unique_per_document(labels, offsets, prefilter.num_centroids)
+    if residual is None:
+        return _Prepared(prefilter, residual, quantized, unique)
+    records = residual.encode(vectors, labels)
+    codes = [records[offsets[i] : offsets[i + 1]] for i in range(len(quantized))]
+    return _Prepared(prefilter, residual, codes, unique)
 
 
 def _default_encoder() -> Encoder:

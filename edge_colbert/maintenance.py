@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edge_colbert import filecheck, schema
+from edge_colbert.codec import RESIDUAL_BITS, ResidualCodec
 from edge_colbert.errors import IndexFileError
 from edge_colbert.records import decode_text
 
@@ -115,11 +116,44 @@ def _document_problem(row: tuple[Any, ...]) -> str | None:
     return None
 
 
-def _vector_problem(codes: Any, crc: Any, dim: int, checked: bool) -> str | None:
-    """Why a vector blob cannot be used (length, checksum), or None."""
-    if not isinstance(codes, bytes) or len(codes) % dim:
+def _residual(conn: sqlite3.Connection, meta: dict[str, str]) -> ResidualCodec | None:
+    """The residual codec the file's vector blobs are coded with (None: int8 codes).
+
+    Raises:
+        IndexFileError: a residual file's trained centroids or buckets cannot be read.
+    """
+    nbits = RESIDUAL_BITS.get(meta.get(schema.META_CODEC, "int8"))
+    if nbits is None:
+        return None
+    row = conn.execute("SELECT version, vectors, buckets FROM centroids WHERE id = 0").fetchone()
+    if row is None:
+        return None
+    dim = int(meta[schema.META_DIM])
+    blob, buckets = row[1], row[2]
+    if not isinstance(blob, bytes) or not blob or len(blob) % (4 * dim):
+        raise IndexFileError("the centroids blob has the wrong length")
+    if not isinstance(buckets, bytes):
+        raise IndexFileError("the residual codes' buckets are missing")
+    centroids = np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(-1, dim)
+    return ResidualCodec.from_bytes(centroids, buckets, nbits=nbits, version=int(row[0]))
+
+
+def _token_bytes(meta: dict[str, str], residual: ResidualCodec | None) -> int:
+    return int(meta[schema.META_DIM]) if residual is None else residual.record_bytes
+
+
+def _vector_problem(
+    codes: Any, crc: Any, width: int, checked: bool, centroids: int | None = None
+) -> str | None:
+    """Why a vector blob cannot be used (length, checksum, residual centroid ids), or
+    None."""
+    if not isinstance(codes, bytes) or len(codes) % width:
         size = len(codes) if isinstance(codes, bytes) else type(codes).__name__
-        return f"vector blob of {size} bytes, not a whole number of {dim}-byte tokens"
+        return f"vector blob of {size} bytes, not a whole number of {width}-byte tokens"
+    if centroids is not None and codes:
+        ids = np.frombuffer(codes, dtype=np.uint8).reshape(-1, width)[:, :2].copy().view("<u2")
+        if int(ids.max()) >= centroids:
+            return f"a residual code names centroid {int(ids.max())} of {centroids}"
     if checked and crc != zlib.crc32(codes):
         return "vector blob does not match its crc32 checksum"
     return None
@@ -172,8 +206,14 @@ def check_index(path: str | Path) -> CheckReport:
     try:
         _check_integrity(conn, report)
         _check_fts(path, conn, report)
-        dim = int(dict(conn.execute("SELECT key, value FROM meta"))[schema.META_DIM])
-        _check_rows(conn, report, dim)
+        meta = {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+        dim = int(meta[schema.META_DIM])
+        try:
+            residual = _residual(conn, meta)
+        except IndexFileError as error:
+            report.problems.append(f"residual codes cannot be decoded: {error}")
+            residual = None
+        _check_rows(conn, report, _token_bytes(meta, residual), residual)
         _check_orphans(conn, report)
         _check_centroids(conn, report, dim)
     except sqlite3.DatabaseError as error:
@@ -215,7 +255,9 @@ def _check_fts(path: Path, conn: sqlite3.Connection, report: CheckReport) -> Non
         writer.close()
 
 
-def _check_rows(conn: sqlite3.Connection, report: CheckReport, dim: int) -> None:
+def _check_rows(
+    conn: sqlite3.Connection, report: CheckReport, width: int, residual: ResidualCodec | None
+) -> None:
     bad = [
         f"{doc_id!r} (row {rowid}: {problem})"
         for rowid, doc_id, problem in _documents(conn)
@@ -235,8 +277,9 @@ def _check_rows(conn: sqlite3.Connection, report: CheckReport, dim: int) -> None
         ).fetchall()
         if not rows:
             break
+        centroids = None if residual is None else residual.centroids.shape[0]
         for doc, codes, crc in rows:
-            problem = _vector_problem(codes, crc, dim, checked)
+            problem = _vector_problem(codes, crc, width, checked, centroids)
             if problem is not None:
                 wrong.append(f"row {doc} ({problem})")
         last = int(rows[-1][0])
@@ -404,11 +447,21 @@ def repair_index(path: str | Path) -> RepairReport:
 
 
 def _salvage(path: Path, fresh: Path, meta: dict[str, str], report: RepairReport) -> None:
-    """Copy every intact document of ``path`` into the new file ``fresh``."""
-    dim = int(meta[schema.META_DIM])
+    """Copy every intact document of ``path`` into the new file ``fresh`` (and, in a
+    residual file, the centroids its codes need, which the retraining then replaces)."""
     target = sqlite3.connect(fresh, isolation_level=None)
     source = _connect(path, "ro")
     try:
+        try:
+            residual = _residual(source, meta)
+        except IndexFileError as error:
+            raise IndexFileError(
+                f"{path} holds residual codes whose centroids cannot be read ({error}); "
+                "without them no document's vectors can be decoded. Restore the file from a "
+                "backup (edge-colbert backup) or re-index your documents into a new file."
+            ) from None
+        width = _token_bytes(meta, residual)
+        centroids = None if residual is None else residual.centroids.shape[0]
         target.execute("PRAGMA page_size = 512")
         target.execute("PRAGMA journal_mode = WAL")
         target.execute("BEGIN")
@@ -443,7 +496,9 @@ def _salvage(path: Path, fresh: Path, meta: dict[str, str], report: RepairReport
                 report.dropped.append((name, "no vectors stored"))
                 continue
             values = dict(zip(vec_columns, vectors, strict=True))
-            vector_problem = _vector_problem(values["codes"], values.get("crc"), dim, checked)
+            vector_problem = _vector_problem(
+                values["codes"], values.get("crc"), width, checked, centroids
+            )
             if vector_problem is not None:
                 report.dropped.append((name, vector_problem))
                 continue
@@ -458,6 +513,15 @@ def _salvage(path: Path, fresh: Path, meta: dict[str, str], report: RepairReport
             kept_tokens += int(document["n_tokens"])
             high = max(high, rowid)
             report.kept += 1
+        if residual is not None:
+            target.execute(
+                "INSERT INTO centroids(id, version, vectors, buckets) VALUES (0, ?, ?, ?)",
+                (
+                    residual.version,
+                    residual.centroids.astype("<f4").tobytes(),
+                    residual.buckets_bytes(),
+                ),
+            )
         _copy_meta(target, meta, high=high, tokens=kept_tokens)
         target.execute("COMMIT")
         target.execute("VACUUM")
@@ -518,8 +582,9 @@ def _retrain(fresh: Path, report: RepairReport) -> bool:
     return True
 
 
-def _swap(path: Path, fresh: Path, report: RepairReport) -> None:
-    """Put ``fresh`` in place of ``path`` with one rename; the old file stays beside it."""
+def _swap(path: Path, fresh: Path, report: RepairReport, *, keep: bool = True) -> None:
+    """Put ``fresh`` in place of ``path`` with one rename; with ``keep`` the old file stays
+    beside it (``DB.before-repair``)."""
     conn = sqlite3.connect(schema.sqlite_uri(path, "rw"), uri=True, isolation_level=None)
     try:
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
@@ -531,13 +596,14 @@ def _swap(path: Path, fresh: Path, report: RepairReport) -> None:
             f"{path} is in use by another process (its write-ahead log could not be "
             "emptied); close every program using it and run repair again. Nothing was changed."
         )
-    previous = path.with_name(path.name + ".before-repair")
-    filecheck.remove_new_file(previous)
-    try:
-        os.link(path, previous)
-        report.previous = previous
-    except OSError as error:
-        report.notes.append(f"the damaged file was not kept ({error})")
+    if keep:
+        previous = path.with_name(path.name + ".before-repair")
+        filecheck.remove_new_file(previous)
+        try:
+            os.link(path, previous)
+            report.previous = previous
+        except OSError as error:
+            report.notes.append(f"the damaged file was not kept ({error})")
     _fsync(fresh)
     fresh.replace(path)
     for suffix in ("-wal", "-shm"):

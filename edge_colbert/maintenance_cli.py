@@ -1,4 +1,5 @@
-"""The ``check``, ``repair`` and ``backup`` commands (see :mod:`edge_colbert.maintenance`)."""
+"""The ``check``, ``repair``, ``backup`` and ``compact`` commands (see
+:mod:`edge_colbert.maintenance` and :mod:`edge_colbert.compact`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from collections.abc import Callable
 
 from edge_colbert.cli import PROG, _existing_index, _out
+from edge_colbert.codec import CODECS
 
 __all__ = ["register"]
 
@@ -13,7 +15,7 @@ __all__ = ["register"]
 def register(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], shared: argparse.ArgumentParser
 ) -> None:
-    """Add the ``check``, ``repair`` and ``backup`` subcommands to ``commands``."""
+    """Add the ``check``, ``repair``, ``backup`` and ``compact`` subcommands to ``commands``."""
     _add_db_command(
         commands,
         shared,
@@ -50,6 +52,31 @@ def register(
         "DB itself is not safe: recent commits may still sit in DB-wal.",
     )
     backup.add_argument("out", metavar="OUT", help="the backup file to write (must not exist)")
+
+    compact = _add_db_command(
+        commands,
+        shared,
+        "compact",
+        func=_compact,
+        help="rewrite an index with another codec or pool factor, swapped in atomically",
+        description="Copy DB into a new file with --codec and --pool-factor (default: the "
+        "file's own), retrain the centroids (which codes every document), pack it, check it, "
+        "then swap it in with one rename; prints the size before and after. Killed at any "
+        "point, DB is the old file or the new one. Writers wait while it copies; close other "
+        "programs using DB first. Needs free space for a second copy.",
+    )
+    compact.add_argument(
+        "--codec",
+        choices=CODECS,
+        help="how token vectors are stored: int8 (64 bytes a token at 64-d), residual4 "
+        "(34), residual2 (18)",
+    )
+    compact.add_argument(
+        "--pool-factor",
+        type=int,
+        metavar="N",
+        help="pool each document's tokens by N (a multiple of the file's pool factor)",
+    )
 
 
 def _add_db_command(
@@ -112,4 +139,20 @@ def _backup(args: argparse.Namespace) -> int:
 
     out = backup_index(_existing_index(args.db), args.out)
     _out(f"{args.db}: backed up to {out} ({out.stat().st_size:,} bytes, one file)")
+    return 0
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from edge_colbert.compact import compact_index
+
+    report = compact_index(_existing_index(args.db), codec=args.codec, pool_factor=args.pool_factor)
+    mb = 1 << 20
+    share = report.bytes_after / max(report.bytes_before, 1)
+    _out(
+        f"{args.db}: compacted {report.documents} documents: {report.codec_before} pooled by "
+        f"{report.pool_factor_before} -> {report.codec_after} pooled by "
+        f"{report.pool_factor_after}; {report.bytes_before / mb:.1f} MiB -> "
+        f"{report.bytes_after / mb:.1f} MiB ({share:.0%}); "
+        f"{report.tokens_before:,} -> {report.tokens_after:,} stored tokens"
+    )
     return 0

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from edge_colbert.errors import InvalidInputError
 from edge_colbert.quantize import inverse_norms_widened
 
-__all__ = ["best_matches", "maxsim_int8_packed", "maxsim_scores"]
+__all__ = ["best_matches", "maxsim_float_packed", "maxsim_int8_packed", "maxsim_scores"]
 
 # Tokens scored per matmul. 32 query tokens x 16384 doc tokens x 4 bytes = 2 MiB of
 # similarities, which stays in cache for the segment max and bounds memory however many
@@ -124,6 +124,21 @@ def maxsim_scores(
     return _packed_scores(q, packed, offsets, block_tokens)
 
 
+def _checked_offsets(offsets: npt.ArrayLike, tokens: int) -> npt.NDArray[np.int64]:
+    o = np.asarray(offsets)
+    if o.ndim != 1 or o.shape[0] < 1 or not np.issubdtype(o.dtype, np.integer):
+        raise InvalidInputError(
+            f"offsets must be a 1-D integer array [n + 1]; got dtype {o.dtype}, shape {o.shape}."
+        )
+    o = o.astype(np.int64, copy=False)
+    if int(o[0]) != 0 or int(o[-1]) != tokens or bool(np.any(np.diff(o) < 0)):
+        raise InvalidInputError(
+            f"offsets must rise from 0 to the number of tokens ({tokens}); got first "
+            f"{int(o[0])}, last {int(o[-1])}, non-decreasing: {not bool(np.any(np.diff(o) < 0))}."
+        )
+    return o
+
+
 def maxsim_int8_packed(
     query: npt.ArrayLike,
     codes: npt.ArrayLike,
@@ -157,18 +172,32 @@ def maxsim_int8_packed(
             f"codes must be an int8 array [tokens, dim]; got dtype {c.dtype}, shape {c.shape}."
         )
     _check_dim(q.shape[1], c.shape[1])
-    o = np.asarray(offsets)
-    if o.ndim != 1 or o.shape[0] < 1 or not np.issubdtype(o.dtype, np.integer):
+    return _packed_scores(q, c, _checked_offsets(offsets, c.shape[0]), block_tokens)
+
+
+def maxsim_float_packed(
+    query: npt.ArrayLike,
+    vectors: npt.ArrayLike,
+    offsets: npt.ArrayLike,
+    *,
+    block_tokens: int = BLOCK_TOKENS,
+) -> npt.NDArray[np.float32]:
+    """MaxSim of one query against many float documents packed in one array (document
+    ``i`` owns rows ``offsets[i]:offsets[i + 1]`` of ``vectors``), as decoded from residual
+    codes: :func:`maxsim_scores` without a list of arrays.
+
+    Raises:
+        InvalidInputError: shapes, dtypes or offsets do not fit together.
+    """
+    q = _query_matrix(query)
+    v = np.asarray(vectors)
+    if v.ndim != 2 or not np.issubdtype(v.dtype, np.floating):
         raise InvalidInputError(
-            f"offsets must be a 1-D integer array [n + 1]; got dtype {o.dtype}, shape {o.shape}."
+            f"vectors must be a float array [tokens, dim]; got dtype {v.dtype}, shape {v.shape}."
         )
-    o = o.astype(np.int64, copy=False)
-    if int(o[0]) != 0 or int(o[-1]) != c.shape[0] or bool(np.any(np.diff(o) < 0)):
-        raise InvalidInputError(
-            f"offsets must rise from 0 to the number of tokens ({c.shape[0]}); got first "
-            f"{int(o[0])}, last {int(o[-1])}, non-decreasing: {not bool(np.any(np.diff(o) < 0))}."
-        )
-    return _packed_scores(q, c, o, block_tokens)
+    _check_dim(q.shape[1], v.shape[1])
+    v = v.astype(np.float32, copy=False)
+    return _packed_scores(q, v, _checked_offsets(offsets, v.shape[0]), block_tokens)
 
 
 def best_matches(query: npt.ArrayLike, doc: npt.ArrayLike) -> npt.NDArray[np.intp]:

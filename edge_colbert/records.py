@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+from edge_colbert.quantize import dequantize_int8
+
+if TYPE_CHECKING:
+    from edge_colbert.codec import ResidualCodec
 
 __all__ = [
     "MAX_TEXT_BYTES",
@@ -42,25 +47,46 @@ class StoredDocument:
 
 @dataclass(frozen=True)
 class NewDocument:
-    """A document ready to write: text, metadata JSON, int8 codes, centroid ids."""
+    """A document ready to write: text, metadata JSON, its stored codes (int8 ``[T, dim]``,
+    or residual records ``[T, record_bytes]``: see :mod:`edge_colbert.codec`), and its
+    unique centroid ids."""
 
     id: str
     text: str
     metadata_json: str
-    codes: npt.NDArray[np.int8]
+    codes: npt.NDArray[np.int8] | npt.NDArray[np.uint8]
     centroids: npt.NDArray[np.uint32] | None
 
 
 @dataclass(frozen=True)
 class PackedVectors:
-    """The int8 vectors of several documents packed in one array, ordered by rowid.
+    """The stored vectors of several documents packed in one array, ordered by rowid.
 
-    Document ``i`` owns rows ``offsets[i]:offsets[i + 1]`` of ``codes``.
+    Document ``i`` owns rows ``offsets[i]:offsets[i + 1]`` of ``codes``: int8 codes when
+    ``codec`` is None, else residual records of that :class:`~edge_colbert.codec.ResidualCodec`.
+    :meth:`floats` gives the unit vectors either way.
     """
 
     rowids: npt.NDArray[np.int64]
-    codes: npt.NDArray[np.int8]
+    codes: npt.NDArray[np.int8] | npt.NDArray[np.uint8]
     offsets: npt.NDArray[np.int64]
+    codec: ResidualCodec | None = None
+
+    def floats(self) -> npt.NDArray[np.float32]:
+        """Every token's unit vector, float32 ``[sum T, dim]``."""
+        if self.codec is not None:
+            return self.codec.decode(self.codes.view(np.uint8))
+        return dequantize_int8(self.codes.view(np.int8))
+
+    def document(self, i: int) -> npt.NDArray[np.float32]:
+        """Document ``i``'s unit vectors, float32 ``[T, dim]``."""
+        part = PackedVectors(
+            self.rowids[i : i + 1],
+            self.codes[self.offsets[i] : self.offsets[i + 1]],
+            np.asarray([0, self.offsets[i + 1] - self.offsets[i]], dtype=np.int64),
+            self.codec,
+        )
+        return part.floats()
 
 
 def encode_text(text: str) -> str | bytes:

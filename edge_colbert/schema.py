@@ -38,7 +38,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 APP = "edge-colbert"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 # meta keys (all values are TEXT)
@@ -85,7 +85,8 @@ CREATE TABLE doc_centroids (
 CREATE TABLE centroids (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     version INTEGER NOT NULL,
-    vectors BLOB NOT NULL
+    vectors BLOB NOT NULL,
+    buckets BLOB
 );
 """
 
@@ -187,11 +188,18 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM meta WHERE key = ?", (META_CENTROID_VERSION,))
 
 
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    """Version 4: the centroids row gains ``buckets``, the residual codes' bucket cut-offs
+    and values of that centroid version (NULL in an int8 file, which is otherwise left as
+    it is: its codes, postings and full-text index stay valid)."""
+    conn.execute("ALTER TABLE centroids ADD COLUMN buckets BLOB")
+
+
 def _crc32(blob: bytes) -> int:
     return zlib.crc32(blob)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS: dict[int, Migration] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
 
 
 @dataclass(frozen=True)

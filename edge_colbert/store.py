@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_colbert import filecheck, readguard, schema
+from edge_colbert.codec import RESIDUAL_BITS, ResidualCodec, stored_codec
 from edge_colbert.errors import (
     IndexBusyError,
     IndexClosedError,
@@ -159,6 +160,9 @@ class Store:
         # Re-entrant: close() from inside a transaction of the same thread must not hang.
         self._write_lock = threading.RLock()
         self._closed = False
+        # The residual codec of the last centroid version read (an immutable object,
+        # replaced whole: safe to share between threads).
+        self._residual: ResidualCodec | None = None
         try:
             self._open(model)
             meta = self.meta()
@@ -583,7 +587,7 @@ class Store:
         high = self.rowid_high()
         removed_tokens = self._delete_rowids(conn, replaced)
         added = list(range(high + 1, high + 1 + len(docs)))
-        codes = [np.ascontiguousarray(doc.codes, dtype=np.int8).tobytes() for doc in docs]
+        codes = [np.ascontiguousarray(doc.codes).tobytes() for doc in docs]
         conn.executemany(
             "INSERT INTO documents(rowid, id, text, metadata, n_tokens) VALUES (?, ?, ?, ?, ?)",
             [
@@ -661,34 +665,37 @@ class Store:
 
     # ---------------------------------------------------------------- vectors
 
-    def _pack(self, rows: list[tuple[int, bytes]]) -> PackedVectors:
-        bad = next((r for r in rows if len(r[1]) % self.dim), None)
+    def _pack(self, rows: list[tuple[int, bytes]], codec: ResidualCodec | None) -> PackedVectors:
+        width = self.dim if codec is None else codec.record_bytes
+        bad = next((r for r in rows if len(r[1]) % width), None)
         if bad is not None:  # else the offsets of every later document would shift
             raise BadRowError(
-                "vectors", bad[0], f"{len(bad[1])} bytes, not whole {self.dim}-byte tokens"
+                "vectors", bad[0], f"{len(bad[1])} bytes, not whole {width}-byte tokens"
             )
         rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        lengths = np.fromiter(
-            (len(r[1]) // self.dim for r in rows), dtype=np.int64, count=len(rows)
-        )
+        lengths = np.fromiter((len(r[1]) // width for r in rows), dtype=np.int64, count=len(rows))
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        codes = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.int8)
-        return PackedVectors(rowids, codes.reshape(-1, self.dim), offsets)
+        dtype = np.int8 if codec is None else np.uint8
+        codes = np.frombuffer(b"".join(r[1] for r in rows), dtype=dtype)
+        return PackedVectors(rowids, codes.reshape(-1, width), offsets, codec)
 
     def vectors(self, rowids: Iterable[int]) -> PackedVectors:
-        """The int8 vectors of these documents, packed and ordered by rowid."""
+        """The stored vectors of these documents, packed and ordered by rowid, with the
+        coding they were read under (one read transaction: codes and codec agree)."""
         wanted = sorted({int(r) for r in rowids})
         rows: list[tuple[int, bytes]] = []
-        for chunk in _chunks(wanted):
-            marks = ",".join("?" * len(chunk))
-            rows.extend(
-                self._conn.execute(
-                    f"SELECT doc, codes FROM vectors WHERE doc IN ({marks}) ORDER BY doc",
-                    list(chunk),
+        with self.snapshot():
+            codec = self.residual_codec()
+            for chunk in _chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                rows.extend(
+                    self._conn.execute(
+                        f"SELECT doc, codes FROM vectors WHERE doc IN ({marks}) ORDER BY doc",
+                        list(chunk),
+                    )
                 )
-            )
-        return self._pack(rows)
+        return self._pack(rows, codec)
 
     def iter_vectors(
         self, max_tokens: int = 262_144, *, after: int = -1
@@ -702,22 +709,25 @@ class Store:
         while True:
             rows: list[tuple[int, bytes]] = []
             tokens = 0
-            cursor = self._conn.execute(
-                "SELECT doc, codes, crc FROM vectors WHERE doc > ? ORDER BY doc", (last,)
-            )
-            for doc, codes, crc in cursor:
-                # A full scan: the crc32 costs little beside what is done with the codes.
-                if zlib.crc32(codes) != crc:
-                    raise BadRowError("vectors", doc, "the codes do not match their crc32")
-                rows.append((doc, codes))
-                tokens += len(codes) // self.dim
-                if tokens >= max_tokens:
-                    break
-            cursor.close()
+            with self.snapshot():  # each page: its codes and their coding from one commit
+                codec = self.residual_codec()
+                width = self.dim if codec is None else codec.record_bytes
+                cursor = self._conn.execute(
+                    "SELECT doc, codes, crc FROM vectors WHERE doc > ? ORDER BY doc", (last,)
+                )
+                for doc, codes, crc in cursor:
+                    # A full scan: the crc32 costs little beside what is done with the codes.
+                    if zlib.crc32(codes) != crc:
+                        raise BadRowError("vectors", doc, "the codes do not match their crc32")
+                    rows.append((doc, codes))
+                    tokens += len(codes) // width
+                    if tokens >= max_tokens:
+                        break
+                cursor.close()
             if not rows:
                 return
             last = int(rows[-1][0])
-            yield self._pack(rows)
+            yield self._pack(rows, codec)
 
     def doc_centroids(
         self, centroid_dtype: str, *, after: int = -1
@@ -797,12 +807,67 @@ class Store:
         row = self._conn.execute("SELECT version FROM centroids WHERE id = 0").fetchone()
         return 0 if row is None else int(row[0])
 
-    def set_centroids(self, conn: sqlite3.Connection, version: int, blob: bytes) -> None:
-        """Replace the centroids, inside a transaction."""
+    def set_centroids(
+        self, conn: sqlite3.Connection, version: int, blob: bytes, buckets: bytes | None = None
+    ) -> None:
+        """Replace the centroids (and a residual file's bucket cut-offs and values of the
+        same version), inside a transaction."""
         conn.execute(
-            "INSERT INTO centroids(id, version, vectors) VALUES (0, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET version = excluded.version, vectors = excluded.vectors",
-            (version, blob),
+            "INSERT INTO centroids(id, version, vectors, buckets) VALUES (0, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET version = excluded.version, "
+            "vectors = excluded.vectors, buckets = excluded.buckets",
+            (version, blob, buckets),
+        )
+
+    def residual_codec(self) -> ResidualCodec | None:
+        """The coding of the stored vectors as of this connection's view: the residual
+        codec of the stored centroid version, or None where the blobs hold int8 codes (an
+        int8 file, or a residual file whose centroids are not trained yet).
+
+        Raises:
+            IndexFileError: a residual file whose trained centroids lack their buckets.
+        """
+        codec = self.codec()
+        nbits = RESIDUAL_BITS.get(codec)
+        version = self.centroid_version()
+        if nbits is None or version == 0:
+            return None
+        cached = self._residual
+        if cached is not None and cached.version == version and cached.nbits == nbits:
+            return cached  # versions only grow: the same number is the same centroids
+        row = self._conn.execute(
+            "SELECT version, vectors, buckets FROM centroids WHERE id = 0"
+        ).fetchone()
+        version, blob, buckets = int(row[0]), bytes(row[1]), row[2]
+        if buckets is None:
+            raise BadRowError("centroids", 0, f"a {codec} file's centroids lack their buckets")
+        centroids = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+        if centroids.size == 0 or centroids.size % self.dim:
+            raise BadRowError("centroids", 0, f"{len(blob)} bytes, not whole {self.dim}-d rows")
+        loaded = ResidualCodec.from_bytes(
+            centroids.reshape(-1, self.dim), bytes(buckets), nbits=nbits, version=version
+        )
+        self._residual = loaded
+        return loaded
+
+    def codec(self) -> str:
+        """The codec the file records, as of this connection's view (see
+        :mod:`edge_colbert.codec`).
+
+        Raises:
+            IndexFileError: a codec this version does not read.
+        """
+        row = self._conn.execute(
+            "SELECT value FROM meta WHERE key = ?", (schema.META_CODEC,)
+        ).fetchone()
+        return stored_codec({} if row is None else {schema.META_CODEC: str(row[0])}, self.path)
+
+    def replace_codes(self, conn: sqlite3.Connection, rows: Iterable[tuple[int, bytes]]) -> None:
+        """Rewrite stored documents' codes (re-coding after a retraining), with their
+        crc32, inside a transaction; rows gone meanwhile are skipped."""
+        conn.executemany(
+            "UPDATE vectors SET codes = ?, crc = ? WHERE doc = ?",
+            ((blob, zlib.crc32(blob), int(rowid)) for rowid, blob in rows),
         )
 
     # -------------------------------------------------------------- full text

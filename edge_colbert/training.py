@@ -20,6 +20,12 @@ Training never holds the write lock while it computes (:func:`retrain`):
    ``high``: upserts get new rowids, so changed documents are among them), and writes the
    postings, the centroids and the meta keys together.
 
+In a residual file (:mod:`edge_colbert.codec`) step 1 also learns the bucket cut-offs and
+values from the sample's residuals and codes every document against the new centroids
+(:class:`Recoder`: staged in a TEMP table, never in the file), and step 2 codes the late
+documents too and writes every document's new codes in the same transaction: a reader sees
+the old centroids with the old codes or the new with the new.
+
 A training killed before the swap has written nothing: the old centroids and postings stay
 in service, every other writer went on meanwhile, and the next ``add`` trains again (k-means
 on a sample capped at :data:`SAMPLE_TOKENS` plus one assignment pass, nothing under a lock).
@@ -37,15 +43,17 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from edge_colbert import schema
+from edge_colbert.codec import RESIDUAL_BITS, ResidualCodec
 from edge_colbert.kmeans import kmeans, num_centroids
 from edge_colbert.prefilter import Prefilter
-from edge_colbert.quantize import dequantize_int8
+from edge_colbert.records import PackedVectors
 from edge_colbert.store import Store
 
 __all__ = [
@@ -53,8 +61,10 @@ __all__ = [
     "SAMPLE_TOKENS",
     "TRAIN_TOKENS",
     "Postings",
+    "Recoder",
     "assign_documents",
     "retrain",
+    "sample_vectors",
     "swap_in",
     "train_centroids",
     "training_due",
@@ -134,9 +144,8 @@ def unique_per_document(
     return [values[bounds[i] : bounds[i + 1]] for i in range(counts.size)]
 
 
-def train_centroids(store: Store, tokens: int, seed: int) -> Prefilter:
-    """k-means on a seeded sample of at most :data:`SAMPLE_TOKENS` stored (dequantized)
-    token vectors, with :func:`~edge_colbert.kmeans.num_centroids` centroids for ``tokens``.
+def sample_vectors(store: Store, tokens: int, seed: int) -> npt.NDArray[np.float32]:
+    """A seeded sample of at most :data:`SAMPLE_TOKENS` stored token vectors (decoded).
 
     Reads the vectors in keyset pages, each its own short read: no transaction is held.
     """
@@ -144,13 +153,74 @@ def train_centroids(store: Store, tokens: int, seed: int) -> Prefilter:
     fraction = min(1.0, SAMPLE_TOKENS / max(tokens, 1))
     parts: list[npt.NDArray[np.float32]] = []
     for pack in store.iter_vectors():
-        if fraction >= 1.0:
-            parts.append(dequantize_int8(pack.codes))
-        else:
-            picked = rng.random(len(pack.codes)) < fraction
-            parts.append(dequantize_int8(pack.codes[picked]))
-    sample = np.concatenate(parts) if parts else np.zeros((0, store.dim), np.float32)
+        vectors = pack.floats()
+        parts.append(vectors if fraction >= 1.0 else vectors[rng.random(len(vectors)) < fraction])
+    return np.concatenate(parts) if parts else np.zeros((0, store.dim), np.float32)
+
+
+def train_centroids(store: Store, tokens: int, seed: int) -> Prefilter:
+    """k-means on :func:`sample_vectors`, with :func:`~edge_colbert.kmeans.num_centroids`
+    centroids for ``tokens``."""
+    sample = sample_vectors(store, tokens, seed)
     return Prefilter(kmeans(sample, num_centroids(max(tokens, 1)), seed=seed))
+
+
+class Recoder:
+    """Residual codes of the stored documents against new centroids, made outside the
+    write lock and written in the swap transaction.
+
+    The codes are staged in a TEMP table of the calling thread's connection (SQLite's
+    temporary storage: nothing in the index file, gone if the process dies), so memory
+    stays near one page of vectors however large the collection. Not thread-safe: one
+    retraining, in one thread, owns it. A no-op for int8 files (``residual`` None).
+    """
+
+    _TABLE = "temp.edge_colbert_recoded"
+
+    def __init__(self, store: Store, residual: ResidualCodec | None) -> None:
+        self._store = store
+        self.residual = residual
+        if residual is not None:
+            conn = store.connection
+            conn.execute(f"DROP TABLE IF EXISTS {self._TABLE}")
+            conn.execute(
+                f"CREATE TABLE {self._TABLE} (doc INTEGER PRIMARY KEY, codes BLOB, crc INTEGER)"
+            )
+
+    def stage(
+        self,
+        rowids: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        vectors: npt.NDArray[np.float32],
+        labels: npt.NDArray[np.uint32],
+    ) -> None:
+        """Code one page of documents (their decoded vectors and nearest centroids)."""
+        if self.residual is None or rowids.size == 0:
+            return
+        data = self.residual.encode(vectors, labels).tobytes()
+        width = self.residual.record_bytes
+        bounds = (offsets * width).tolist()
+        blobs = [data[bounds[i] : bounds[i + 1]] for i in range(rowids.size)]
+        self._store.connection.executemany(
+            f"INSERT OR REPLACE INTO {self._TABLE}(doc, codes, crc) VALUES (?, ?, ?)",
+            zip(rowids.tolist(), blobs, (zlib.crc32(b) for b in blobs), strict=True),
+        )
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        """Write every staged code over the stored one, inside the swap transaction
+        (documents deleted meanwhile have no row to update)."""
+        if self.residual is None:
+            return
+        conn.execute(
+            "UPDATE vectors SET (codes, crc) = (SELECT codes, crc FROM "
+            f"{self._TABLE} AS r WHERE r.doc = vectors.doc) "
+            f"WHERE doc IN (SELECT doc FROM {self._TABLE})"
+        )
+
+    def close(self) -> None:
+        """Drop the staged codes."""
+        if self.residual is not None and not self._store.closed:
+            self._store.connection.execute(f"DROP TABLE IF EXISTS {self._TABLE}")
 
 
 def assign_documents(
@@ -159,9 +229,11 @@ def assign_documents(
     *,
     after: int = -1,
     upto: int | None = None,
+    recoder: Recoder | None = None,
 ) -> Postings:
     """Post the stored documents with ``after < rowid <= upto`` under ``prefilter``'s
-    centroids (exact nearest centroid of every token), reading in keyset pages."""
+    centroids (exact nearest centroid of every token), reading in keyset pages; with a
+    ``recoder``, also code them against those centroids."""
     parts: list[Postings] = []
     for pack in store.iter_vectors(after=after):
         rowids, offsets, codes = pack.rowids, pack.offsets, pack.codes
@@ -170,9 +242,12 @@ def assign_documents(
             rowids, offsets = rowids[:count], offsets[: count + 1]
             codes = codes[: int(offsets[-1])]
         if rowids.size:
-            labels = prefilter.assign(dequantize_int8(codes))
+            vectors = PackedVectors(rowids, codes, offsets, pack.codec).floats()
+            labels = prefilter.assign(vectors)
             lengths, flat = unique_per_document_flat(labels, offsets, prefilter.num_centroids)
             parts.append(Postings(rowids, lengths, flat))
+            if recoder is not None:
+                recoder.stage(rowids, offsets, vectors, labels)
         if upto is not None and pack.rowids.size and int(pack.rowids[-1]) >= upto:
             break
     return Postings.join(parts)
@@ -186,12 +261,15 @@ def swap_in(
     *,
     version: int,
     trained_on: int,
+    residual: ResidualCodec | None = None,
 ) -> None:
-    """Write new centroids, every document's postings and the meta keys, inside ``conn``'s
-    open transaction; ``prefilter`` then holds the same postings in memory."""
+    """Write new centroids (with a residual file's buckets), every document's postings and
+    the meta keys, inside ``conn``'s open transaction; ``prefilter`` then holds the same
+    postings in memory."""
     id_dtype = "uint16" if prefilter.num_centroids <= 1 << 16 else "uint32"
     store.set_doc_centroids_flat(conn, postings.rowids, postings.lengths, postings.flat, id_dtype)
-    store.set_centroids(conn, version, prefilter.save_centroids())
+    buckets = None if residual is None else residual.buckets_bytes()
+    store.set_centroids(conn, version, prefilter.save_centroids(), buckets)
     store.set_meta(
         conn,
         {
@@ -218,19 +296,42 @@ def retrain(store: Store, *, seen_version: int) -> tuple[Prefilter, int, Posting
     with store.snapshot():
         tokens = store.token_count()
         high = store.rowid_high()
+        nbits = RESIDUAL_BITS.get(store.codec())
         if store.centroid_version() != seen_version:
             return None
     version = seen_version + 1
-    prefilter = train_centroids(store, tokens, seed=version)
-    known = assign_documents(store, prefilter, upto=high)
-    with store.transaction() as conn:
-        if store.centroid_version() != seen_version:
-            logger.info("%s: another writer retrained first; dropping this training", store.path)
-            return None
-        # Added (or replaced: new rowids) while training ran; deleted ones drop out.
-        late = assign_documents(store, prefilter, after=high)
-        postings = Postings.join([known.select(store.rowids()), late])
-        swap_in(store, conn, prefilter, postings, version=version, trained_on=tokens)
+    sample = sample_vectors(store, tokens, seed=version)
+    prefilter = Prefilter(kmeans(sample, num_centroids(max(tokens, 1)), seed=version))
+    residual = None
+    if nbits is not None:
+        residual = ResidualCodec.train(
+            sample, prefilter.assign(sample), prefilter.centroids, nbits=nbits, version=version
+        )
+    del sample
+    recoder = Recoder(store, residual)
+    try:
+        known = assign_documents(store, prefilter, upto=high, recoder=recoder)
+        with store.transaction() as conn:
+            if store.centroid_version() != seen_version:
+                logger.info(
+                    "%s: another writer retrained first; dropping this training", store.path
+                )
+                return None
+            # Added (or replaced: new rowids) while training ran; deleted ones drop out.
+            late = assign_documents(store, prefilter, after=high, recoder=recoder)
+            postings = Postings.join([known.select(store.rowids()), late])
+            recoder.apply(conn)
+            swap_in(
+                store,
+                conn,
+                prefilter,
+                postings,
+                version=version,
+                trained_on=tokens,
+                residual=residual,
+            )
+    finally:
+        recoder.close()
     logger.info(
         "trained %d centroids on %d tokens (version %d; %d documents posted meanwhile)",
         prefilter.num_centroids,

@@ -87,6 +87,8 @@ def run_worker(
     slow_write_s: float = 0.0,
     slow_retrain_s: float = 0.0,
     train_tokens: int = 64,
+    codec: str = "int8",
+    pool_factor: int = 1,
 ) -> None:
     """Add batches ``start_batch, start_batch + 1, ...`` to the index at ``db`` until killed.
 
@@ -102,6 +104,7 @@ def run_worker(
     with the new centroids written and the postings half rewritten.
     ``train_tokens`` is the Index's centroid training threshold: small, so that centroids
     are trained and retrained (at 4x) within the first few hundred documents.
+    ``codec`` and ``pool_factor`` are the Index's (a new file records them).
     """
     from edge_colbert import Encoder, Index
 
@@ -117,7 +120,9 @@ def run_worker(
             return real_encode(texts, **kwargs)  # type: ignore[arg-type]
 
         encoder.encode_documents = slow_encode  # type: ignore[method-assign,assignment]
-    with Index(db, encoder=encoder, train_tokens=train_tokens) as index:
+    with Index(
+        db, encoder=encoder, train_tokens=train_tokens, codec=codec, pool_factor=pool_factor
+    ) as index:
         _append(fd, "open")
         paused = [False]
         if slow_write_s > 0 or slow_retrain_s > 0:
@@ -256,7 +261,7 @@ def check_structure(db: Path) -> tuple[str, list[str]]:
             # Killed before the schema's transaction committed: an empty file is fine.
             empty = not tables
             return integrity, [] if empty else [f"a partial schema: {sorted(tables)}"]
-        dim = int(con.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()[0])
+        width = _token_bytes(con)
         orphans = con.execute(
             "SELECT count(*) FROM documents d LEFT JOIN vectors v ON v.doc = d.rowid "
             "WHERE v.doc IS NULL"
@@ -269,7 +274,7 @@ def check_structure(db: Path) -> tuple[str, list[str]]:
             "SELECT d.id FROM documents d JOIN vectors v ON v.doc = d.rowid "
             "WHERE length(v.codes) != d.n_tokens * ? "
             "OR d.n_tokens <= 0",
-            (dim,),
+            (width,),
         ).fetchall()
         if "documents_fts" in {r[0] for r in con.execute("SELECT name FROM sqlite_master")}:
             problems.extend(_check_schema_3(con))
@@ -282,6 +287,16 @@ def check_structure(db: Path) -> tuple[str, list[str]]:
     if bad_sizes:
         problems.append(f"vector blobs of the wrong size for {[r[0] for r in bad_sizes[:5]]}")
     return integrity, problems
+
+
+def _token_bytes(con: sqlite3.Connection) -> int:
+    """Bytes per stored token: ``dim`` int8 codes, or a residual record (2 + dim * bits / 8)
+    once a residual file's centroids exist."""
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    dim = int(meta["dim"])
+    bits = {"residual4": 4, "residual2": 2}.get(meta.get("codec", "int8"))
+    trained = con.execute("SELECT count(*) FROM centroids").fetchone()[0]
+    return dim if bits is None or not trained else 2 + dim * bits // 8
 
 
 def _check_schema_3(con: sqlite3.Connection) -> list[str]:

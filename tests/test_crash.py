@@ -135,17 +135,29 @@ def test_kill_inside_the_write_transaction(tmp_path: Path, tiny_model_dir: Path)
     assert len(read_log(log).acknowledged) >= 4 * 2 * BATCH
 
 
-def test_kill_during_centroid_retraining(tmp_path: Path, tiny_model_dir: Path) -> None:
-    """Killed inside the retraining transaction: new centroids written, postings half done.
+@pytest.mark.parametrize(("codec", "pool_factor"), [("int8", 1), ("residual2", 2)])
+def test_kill_during_centroid_retraining(
+    tmp_path: Path, tiny_model_dir: Path, codec: str, pool_factor: int
+) -> None:
+    """Killed inside the retraining transaction: new centroids written, postings half done
+    (and in a residual file every document already re-coded against them).
 
     Batches double in size, so the collection crosses the ~4x retraining threshold again and
     again; the worker pauses at a retraining's first re-posting and the test kills it there.
     """
     db, log = tmp_path / "crash.db", tmp_path / "worker.log"
     context = worker_context()
+    settings = {"codec": codec, "pool_factor": pool_factor}
     for kills in range(3):
         worker = start_worker(
-            context, db, tiny_model_dir, log, batch_size=2, grow=True, slow_retrain_s=5.0
+            context,
+            db,
+            tiny_model_dir,
+            log,
+            batch_size=2,
+            grow=True,
+            slow_retrain_s=5.0,
+            **settings,
         )
         assert wait_for_line(log, "retraining", after=kills, timeout=60), "no retraining began"
         version_before = _centroid_version(db)
@@ -155,7 +167,9 @@ def test_kill_during_centroid_retraining(tmp_path: Path, tiny_model_dir: Path) -
         assert _centroid_version(db) == version_before
     # Restarted without pauses, the worker retrains for real and carries on.
     version_killed = _centroid_version(db)
-    worker = start_worker(context, db, tiny_model_dir, log, batch_size=2, grow=True, batches=2)
+    worker = start_worker(
+        context, db, tiny_model_dir, log, batch_size=2, grow=True, batches=2, **settings
+    )
     worker.join(timeout=120)
     assert worker.exitcode == 0
     _assert_intact(db, log, batch_size=2, grow=True)

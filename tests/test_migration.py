@@ -32,8 +32,25 @@ TEXTS = [
 IDS = ["river", "mountain", "cell", "delta", "gene"]
 
 
+def _as_version_3(path: Path) -> None:
+    """Rewrite a current (int8) index into schema version 3: centroids without buckets."""
+    con = sqlite3.connect(path)
+    with con:
+        con.execute(
+            "CREATE TABLE centroids_v3 (id INTEGER PRIMARY KEY CHECK (id = 0), "
+            "version INTEGER NOT NULL, vectors BLOB NOT NULL)"
+        )
+        con.execute("INSERT INTO centroids_v3 SELECT id, version, vectors FROM centroids")
+        con.execute("DROP TABLE centroids")
+        con.execute("ALTER TABLE centroids_v3 RENAME TO centroids")
+        con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+
+
 def _as_version_2(path: Path) -> None:
     """Rewrite a current index into schema version 2."""
+    _as_version_3(path)
     con = sqlite3.connect(path)
     with con:
         version = con.execute("SELECT coalesce(max(version), 0) FROM centroids").fetchone()[0]
@@ -165,7 +182,7 @@ def test_version_2_is_migrated_with_the_full_text_index_built(
     path, before = v2_index
     with Index(path, encoder=tiny_encoder) as index:
         info = index.info()
-        assert info["schema_version"] == SCHEMA_VERSION == 3
+        assert info["schema_version"] == SCHEMA_VERSION == 4
         assert info["centroid_version"] >= 1 and info["centroids"] > 0
         after = [(h.id, h.score) for h in index.search("river sea", k=5, exhaustive=True)]
         assert after == before
@@ -197,5 +214,43 @@ def test_readonly_open_of_a_version_2_file_is_refused_untouched(
     path, _ = v2_index
     before = path.read_bytes()
     with pytest.raises(ReadOnlyIndexError, match=r"version 2 .* without readonly=True to migrate"):
+        Index(path, encoder=tiny_encoder, readonly=True)
+    assert path.read_bytes() == before
+
+
+def test_version_3_is_migrated_keeping_its_int8_codes(
+    tmp_path: Path, tiny_encoder: Encoder
+) -> None:
+    path = tmp_path / "v3.db"
+    with Index(path, encoder=tiny_encoder, train_tokens=40) as index:
+        index.add(TEXTS, ids=IDS)
+        assert index.info()["centroid_version"] >= 1
+        before = [(h.id, h.score) for h in index.search("river sea", k=5)]
+    _as_version_3(path)
+    con = sqlite3.connect(path)
+    codes_before = con.execute("SELECT doc, codes, crc FROM vectors ORDER BY doc").fetchall()
+    con.close()
+    with Index(path, encoder=tiny_encoder) as index:
+        assert index.info()["schema_version"] == SCHEMA_VERSION == 4
+        assert index.codec == "int8"
+        assert [(h.id, h.score) for h in index.search("river sea", k=5)] == before
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT doc, codes, crc FROM vectors ORDER BY doc").fetchall() == (
+        codes_before
+    )
+    assert con.execute("SELECT buckets FROM centroids").fetchone() == (None,)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+
+
+def test_readonly_open_of_a_version_3_file_is_refused_untouched(
+    tmp_path: Path, tiny_encoder: Encoder
+) -> None:
+    path = tmp_path / "v3.db"
+    with Index(path, encoder=tiny_encoder) as index:
+        index.add(TEXTS, ids=IDS)
+    _as_version_3(path)
+    before = path.read_bytes()
+    with pytest.raises(ReadOnlyIndexError, match=r"version 3 .* without readonly=True to migrate"):
         Index(path, encoder=tiny_encoder, readonly=True)
     assert path.read_bytes() == before
