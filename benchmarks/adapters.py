@@ -30,10 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `edge_colbert` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import command_line, latency_ms
-from eval_scifact import DEFAULT_SCIFACT, load_dataset
+from benchmarks.common import command_line, latency_ms
+from benchmarks.eval_scifact import DEFAULT_SCIFACT, load_dataset
 
 logger = logging.getLogger("benchmarks.adapters")
 

@@ -324,7 +324,8 @@ class PackedVectors:
         """MaxSim of one query ``[q_tokens, dim]`` against every document."""
         sims = self.matrix @ query.astype(self.matrix.dtype, copy=False).T  # [tokens, q]
         best = np.maximum.reduceat(sims, self.starts, axis=0)  # [docs, q]
-        return best.sum(axis=1, dtype=np.float32)
+        scores: npt.NDArray[np.float32] = best.sum(axis=1, dtype=np.float32)
+        return scores
 
 
 def top_k(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:

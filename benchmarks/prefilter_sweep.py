@@ -35,12 +35,12 @@ DIM = 64
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+    return np.asarray(x / np.linalg.norm(x, axis=-1, keepdims=True), dtype=np.float32)
 
 
 def _noise(rng: np.random.Generator, shape: tuple[int, int], norm: float) -> np.ndarray:
     """Gaussian noise whose rows have about the given Euclidean norm."""
-    return rng.standard_normal(shape) * (norm / np.sqrt(shape[1]))
+    return rng.standard_normal(shape) * float(norm / np.sqrt(shape[1]))
 
 
 def make_collection(

@@ -117,7 +117,8 @@ def build_pylate(
         out_features=weight.shape[1],
         bias=bias is not None,
         init_weight=torch.from_numpy(np.ascontiguousarray(weight.T)),
-        init_bias=torch.from_numpy(bias) if bias is not None else None,
+        # PyLate 1.6 annotates `init_bias: torch.Tensor = None`; None is its default.
+        init_bias=torch.from_numpy(bias) if bias is not None else None,  # type: ignore[arg-type]
     )
     tokenizer_vocab = backbone.tokenizer
 

@@ -54,9 +54,9 @@ def _backbone(
     if family == "xlm-roberta":
         return tf.XLMRobertaModel(tf.XLMRobertaConfig(pad_token_id=0, **size, **extra))
     if family == "xmod":
-        config = tf.XmodConfig(pad_token_id=0, languages=["en_XX", "de_DE"],
-                               default_language="en_XX", **size, **extra)  # fmt: skip
-        return tf.XmodModel(config)
+        xmod = tf.XmodConfig(pad_token_id=0, languages=["en_XX", "de_DE"],
+                             default_language="en_XX", **size, **extra)  # fmt: skip
+        return tf.XmodModel(xmod)
     return tf.BertModel(tf.BertConfig(**size, **extra))
 
 

@@ -36,7 +36,7 @@ def _raw_ids(model_dir: Path, text: str) -> list[int]:
 def _expected_rows(
     model_dir: Path, ids: np.ndarray, mask: np.ndarray, keep: np.ndarray
 ) -> np.ndarray:
-    return reference_forward(model_dir, ids[None], mask[None])[0][keep]
+    return np.asarray(reference_forward(model_dir, ids[None], mask[None])[0][keep])
 
 
 def test_query_marker_after_cls_and_expansion_with_mask_tokens(
@@ -371,7 +371,7 @@ def test_preprocessing_matches_pylate(tmp_path: Path) -> None:
         encoder = _encoder(model_dir)
         for kind in ("query", "document"):
             want = reference.tokenize(texts, is_query=kind == "query", pad=False)
-            for row, item in enumerate(encoder.model_inputs(texts, kind=kind)):  # type: ignore[arg-type]
+            for row, item in enumerate(encoder.model_inputs(texts, kind=kind)):
                 n = len(item.input_ids)
                 assert want["input_ids"][row, :n].tolist() == item.input_ids.tolist()
                 assert want["attention_mask"][row, :n].tolist() == item.attention_mask.tolist()

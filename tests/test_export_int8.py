@@ -137,7 +137,8 @@ def _pylate(folder: Path, language: str | None) -> tuple[list[Any], list[Any]]:
 
     model = models.ColBERT(str(folder), device="cpu")
     if language is not None:
-        model[0].auto_model.set_default_language(language)
+        backbone: Any = model[0].auto_model  # torch types a submodule as Tensor | Module
+        backbone.set_default_language(language)
     queries = model.encode(fx.QUERIES, is_query=True)
     docs = model.encode(fx.DOCUMENTS, is_query=False)
     return [np.asarray(q) for q in queries], [np.asarray(d) for d in docs]

@@ -6,6 +6,7 @@ Also: rowids are never reused, and writes to a read-only index raise ReadOnlyInd
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_reader_refreshes_postings_incrementally(tmp_path: Path, tiny_encoder: E
         assert writer.info()["centroid_version"] == 1
         with Index(path, encoder=tiny_encoder, readonly=True) as reader:
             assert _postings(reader) == _fresh_postings(path)
-            steps = [
+            steps: list[Callable[[], object]] = [
                 lambda: writer.add(texts[40:45], ids=[f"d{i}" for i in range(40, 45)]),
                 # Upsert of the newest document: SQLite alone would give its rowid again.
                 lambda: writer.add([texts[100]], ids=["d44"]),

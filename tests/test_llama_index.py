@@ -145,4 +145,4 @@ def test_llm_metadata_keys_limit_what_reaches_the_prompt(encoder: Encoder, tmp_p
         metadata_mode=MetadataMode.LLM
     )
     with pytest.raises(InvalidInputError, match="llm_metadata_keys"):
-        EdgeColbertRetriever(db, encoder=encoder, llm_metadata_keys="path")  # type: ignore[arg-type]
+        EdgeColbertRetriever(db, encoder=encoder, llm_metadata_keys="path")

@@ -14,7 +14,7 @@ from edge_colbert.quantize import dequantize_int8, quantize_int8
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     x = rng.standard_normal((n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True))
 
 
 def _reference(query: np.ndarray, doc: np.ndarray) -> float:

@@ -103,7 +103,7 @@ def test_read_only_server_searches_and_refuses_bad_calls(db: Path) -> None:
         assert doc["text"] == CORPUS["prefilter"] and doc["score"] is None
 
         # Bad calls: the protocol's tool error with a clear message; the server lives on.
-        bad = {
+        bad: dict[str, dict[str, Any]] = {
             "k must be|greater than or equal|valid integer": {"query": QUESTION, "k": "many"},
             "greater than or equal to 1": {"query": QUESTION, "k": 0},
             "less than or equal to 50": {"query": QUESTION, "k": 10_000},

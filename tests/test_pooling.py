@@ -24,7 +24,7 @@ TEXTS = [
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
 
 
 def _partition(labels: np.ndarray) -> set[frozenset[int]]:

@@ -14,7 +14,7 @@ DIM = 32
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+    return np.asarray(x / np.linalg.norm(x, axis=-1, keepdims=True), dtype=np.float32)
 
 
 def _collection(n_docs: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -37,8 +37,12 @@ def _collection(n_docs: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.n
     return docs, queries
 
 
+# The fixture below: the prefilter, the documents, the queries and each document's centroids.
+Built = tuple[Prefilter, list[np.ndarray], list[np.ndarray], list[np.ndarray]]
+
+
 @pytest.fixture(scope="module")
-def built() -> tuple[Prefilter, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+def built() -> Built:
     docs, queries = _collection(1500)
     tokens = np.concatenate(docs)
     sample = tokens[np.random.default_rng(1).choice(tokens.shape[0], 8000, replace=False)]
@@ -49,7 +53,7 @@ def built() -> tuple[Prefilter, list[np.ndarray], list[np.ndarray], list[np.ndar
     return pre, docs, queries, cents
 
 
-def test_assign_is_exact(built: tuple[Prefilter, list, list, list]) -> None:
+def test_assign_is_exact(built: Built) -> None:
     pre, docs, _, _ = built
     tokens = np.concatenate(docs[:50])
     got = pre.assign(tokens)
@@ -59,7 +63,7 @@ def test_assign_is_exact(built: tuple[Prefilter, list, list, list]) -> None:
     np.testing.assert_array_equal(got, np.argmax(tokens @ pre.centroids.T, axis=1))
 
 
-def test_probe_finds_nearest_centroids(built: tuple[Prefilter, list, list, list]) -> None:
+def test_probe_finds_nearest_centroids(built: Built) -> None:
     pre, _, queries, _ = built
     probes = pre.probe(queries[0], 4)
     assert probes.shape == (queries[0].shape[0], 4) and probes.dtype == np.uint32
@@ -69,7 +73,7 @@ def test_probe_finds_nearest_centroids(built: tuple[Prefilter, list, list, list]
     assert pre.probe(queries[0], 10**6).shape[1] == pre.num_centroids
 
 
-def test_candidates_contain_exhaustive_top(built: tuple[Prefilter, list, list, list]) -> None:
+def test_candidates_contain_exhaustive_top(built: Built) -> None:
     pre, docs, queries, _ = built
     for q in queries:
         cand = pre.candidates(q, nprobe=DEFAULT_NPROBE)
@@ -79,7 +83,7 @@ def test_candidates_contain_exhaustive_top(built: tuple[Prefilter, list, list, l
 
 
 def test_prune_keeps_exhaustive_top10_at_defaults(
-    built: tuple[Prefilter, list, list, list],
+    built: Built,
 ) -> None:
     pre, docs, queries, _ = built
     keep = default_keep(10)
@@ -97,7 +101,7 @@ def test_prune_keeps_exhaustive_top10_at_defaults(
 
 
 def test_centroid_scores_are_exact_centroid_interaction(
-    built: tuple[Prefilter, list, list, list],
+    built: Built,
 ) -> None:
     pre, _, queries, cents = built
     q = queries[3]
@@ -110,7 +114,7 @@ def test_centroid_scores_are_exact_centroid_interaction(
 
 
 def test_candidates_narrow_and_keep_the_exhaustive_top(
-    built: tuple[Prefilter, list, list, list],
+    built: Built,
 ) -> None:
     """Stage 1 hands far fewer documents than the posting union to stage 2."""
     pre, docs, queries, _ = built
@@ -129,14 +133,14 @@ def test_candidates_narrow_and_keep_the_exhaustive_top(
     assert np.mean(found) >= 0.95
 
 
-def test_probe_is_exact_and_best_first(built: tuple[Prefilter, list, list, list]) -> None:
+def test_probe_is_exact_and_best_first(built: Built) -> None:
     pre, _, queries, _ = built
     qc = queries[1] @ pre.centroids.T
     probes = pre.probe(queries[1], 6)
     np.testing.assert_array_equal(probes, np.argsort(-qc, axis=1, kind="stable")[:, :6])
 
 
-def test_unsorted_postings_are_sorted(built: tuple[Prefilter, list, list, list]) -> None:
+def test_unsorted_postings_are_sorted(built: Built) -> None:
     pre, _, _, cents = built
     ref = Prefilter(pre.centroids)
     ref.set_postings(np.arange(50), [cents[i] for i in range(50)])
@@ -151,7 +155,7 @@ def test_unsorted_postings_are_sorted(built: tuple[Prefilter, list, list, list])
 
 
 def test_incremental_add_and_discard_equal_a_rebuild(
-    built: tuple[Prefilter, list, list, list],
+    built: Built,
 ) -> None:
     pre, _, queries, cents = built
     inc = Prefilter(pre.centroids)
@@ -177,7 +181,7 @@ def test_incremental_add_and_discard_equal_a_rebuild(
         assert not set(cand.tolist()) & set(gone.tolist())
 
 
-def test_prune_small_sets_and_unknown_rows(built: tuple[Prefilter, list, list, list]) -> None:
+def test_prune_small_sets_and_unknown_rows(built: Built) -> None:
     pre, _, queries, _ = built
     assert pre.prune(queries[0], np.array([5, 3, 3]), keep=10).tolist() == [3, 5]
     # Rows that were never posted rank last.
@@ -187,7 +191,7 @@ def test_prune_small_sets_and_unknown_rows(built: tuple[Prefilter, list, list, l
         pre.prune(queries[0], np.arange(5), keep=0)
 
 
-def test_save_and_from_bytes_round_trip(built: tuple[Prefilter, list, list, list]) -> None:
+def test_save_and_from_bytes_round_trip(built: Built) -> None:
     pre, _, queries, _ = built
     blob = pre.save_centroids()
     assert len(blob) == pre.num_centroids * DIM * 4
@@ -199,7 +203,7 @@ def test_save_and_from_bytes_round_trip(built: tuple[Prefilter, list, list, list
         Prefilter.from_bytes(blob[:-4], 48)
 
 
-def test_dimension_mismatch_names_both_numbers(built: tuple[Prefilter, list, list, list]) -> None:
+def test_dimension_mismatch_names_both_numbers(built: Built) -> None:
     pre, _, _, _ = built
     wrong = np.ones((3, 64), dtype=np.float32)
     for call in (pre.assign, lambda v: pre.probe(v, 2), lambda v: pre.candidates(v)):
@@ -207,7 +211,7 @@ def test_dimension_mismatch_names_both_numbers(built: tuple[Prefilter, list, lis
             call(wrong)
 
 
-def test_bad_postings_raise(built: tuple[Prefilter, list, list, list]) -> None:
+def test_bad_postings_raise(built: Built) -> None:
     pre, _, _, _ = built
     with pytest.raises(InvalidInputError, match=r"2 rowids but 1"):
         pre.add_postings(np.array([1, 2]), [np.array([0], np.uint32)])

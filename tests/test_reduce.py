@@ -39,7 +39,7 @@ needs_torch = pytest.mark.skipif(
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.asarray(x / np.linalg.norm(x, axis=-1, keepdims=True))
 
 
 def _synthetic(seed: int, n: int = 48) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -19,6 +19,7 @@ import pytest
 import edge_colbert.training as training
 from edge_colbert.encoder import Encoder
 from edge_colbert.index import Index
+from edge_colbert.kmeans import kmeans
 from edge_colbert.prefilter import Prefilter
 from edge_colbert.quantize import dequantize_int8
 
@@ -65,7 +66,7 @@ def test_other_writers_go_on_while_centroids_train(
 ) -> None:
     path = tmp_path / "busy.db"
     started, release = threading.Event(), threading.Event()
-    real_kmeans = training.kmeans
+    real_kmeans = kmeans  # what training.kmeans is until the test replaces it
 
     def held_kmeans(*args: object, **kwargs: object) -> np.ndarray:
         """k-means that waits, the first time, until the test lets it go."""
@@ -111,7 +112,7 @@ def test_a_training_that_lost_the_race_is_dropped(
 ) -> None:
     path = tmp_path / "race.db"
     started, release = threading.Event(), threading.Event()
-    real_kmeans = training.kmeans
+    real_kmeans = kmeans  # what training.kmeans is until the test replaces it
     first = threading.get_ident
 
     def held_kmeans(*args: object, **kwargs: object) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import string
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -268,7 +269,9 @@ def build_tiny_model(
         n_languages=len(languages),
         seed=seed,
     )
-    np.savez(weights_path(out_dir), **weights)
+    # Any: numpy 2's stubs match a **dict of arrays against savez's allow_pickle: bool.
+    arrays: dict[str, Any] = dict(weights)
+    np.savez(weights_path(out_dir), **arrays)
     graph = _graph(
         weights,
         hidden=hidden,
@@ -338,5 +341,4 @@ def reference_forward(
     probs /= probs.sum(axis=-1, keepdims=True)
     h = np.tanh(x + probs @ (x @ w["wv"]))
     out = h @ w["wo"]
-    out = out / np.linalg.norm(out, axis=-1, keepdims=True)
-    return out.astype(np.float32)
+    return np.asarray(out / np.linalg.norm(out, axis=-1, keepdims=True), dtype=np.float32)
