@@ -265,6 +265,14 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------- report and command line
 
 
+def _code_bytes(info: dict[str, Any]) -> int:
+    """Bytes of the stored tokens' codes alone: 64 int8 codes a token, or a residual
+    token's uint16 centroid id and its packed bits (18 bytes at 2 bits, 34 at 4)."""
+    codec = str(info.get("codec", "int8"))
+    per_token = 2 + DIM * int(codec[-1]) // 8 if codec.startswith("residual") else DIM
+    return int(info["tokens"]) * per_token
+
+
 def _mib(value: float | None) -> str:
     """Bytes as whole MiB, or a dash when the run did not measure it."""
     return "-" if value is None else f"{value / (1 << 20):.0f} MiB"
@@ -324,14 +332,14 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[s
         )
     lines += [
         "",
-        "| documents | int8 codes | peak RSS: open + prefiltered searches (memory map) "
+        "| documents | stored codes | peak RSS: open + prefiltered searches (memory map) "
         "| ... of it mapped file pages | same without the map | peak RSS: exhaustive searches |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         s, plain = r["search"], r.get("search_nommap")
         lines.append(
-            f"| {r['size']:,} | {_mib(r['build']['info']['tokens'] * DIM)} "
+            f"| {r['size']:,} | {_mib(_code_bytes(r['build']['info']))} "
             f"| {_mib(s['memory']['above_base'])} "
             f"| {_mib(s.get('resident_growth', {}).get('file'))} "
             f"| {_mib(plain['memory']['above_base'] if plain else None)} "
