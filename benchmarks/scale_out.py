@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
 import tempfile
@@ -37,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import Stopwatch, latency_ms, machine_description
 from benchmarks.eval_scifact import DEFAULT_SCIFACT, load_dataset
 from edge_colbert import Encoder, Index
-from edge_colbert.quantize import dequantize_int8
 
 logger = logging.getLogger("scale_out")
 
@@ -84,11 +84,7 @@ def _edge_shard(index: Index, dim: int, folder: str) -> Any:
         points = [
             qe.Point(
                 id=int(rowid),
-                vector={
-                    "colbert": dequantize_int8(
-                        pack.codes[pack.offsets[i] : pack.offsets[i + 1]]
-                    ).tolist()
-                },
+                vector={"colbert": pack.document(i).tolist()},  # any codec, decoded
                 payload={},
             )
             for i, rowid in enumerate(pack.rowids.tolist())
@@ -232,6 +228,7 @@ def run_ray(args: argparse.Namespace) -> None:
 
     from edge_colbert.ray import encode, row_vectors
 
+    load_before = os.getloadavg()
     data = load_dataset(args.scifact)
     texts = [data.doc_texts[i % len(data.doc_texts)] for i in range(args.docs)]
     rows = [{"doc": i, "text": t} for i, t in enumerate(texts)]
@@ -268,6 +265,7 @@ def run_ray(args: argparse.Namespace) -> None:
     worst = _lowest_cosine([got[i] for i in range(len(single))], single)
     mixed = _lowest_cosine(regrouped, single[: len(regrouped)])
     print(f"machine: {machine_description(2)}")
+    print(f"load average at the start: {[round(x, 2) for x in load_before]} (end: in machine)")
     print(f"{args.docs} SciFact abstracts (cycled), bundled model, 2 cores")
     print()
     print("| path | wall s | docs/s | ratio |")

@@ -52,7 +52,6 @@ from edge_colbert.errors import (
 )
 from edge_colbert.filters import where_clause
 from edge_colbert.index import Hit, Index
-from edge_colbert.quantize import dequantize_int8
 from edge_colbert.validation import check_k, check_text
 
 if TYPE_CHECKING:
@@ -167,10 +166,14 @@ def _payload_key(key: str) -> str:
 
 def _source_of(index: Index) -> dict[str, Any]:
     """The file a push reads, as recorded in the collection: path, device and inode (a file
-    replaced at the same path gets another inode, so its rowids are not trusted)."""
+    replaced at the same path gets another inode, so its rowids are not trusted), and the
+    coding of its vectors (a residual file's retraining re-codes every document under the
+    same rowids, so a new centroid version is compared by digest)."""
     path = index.path.resolve()
     status = path.stat()
-    return {"path": str(path), "device": status.st_dev, "inode": status.st_ino}
+    codec = index.store.residual_codec()
+    coding = "int8" if codec is None else f"residual{codec.nbits} v{codec.version}"
+    return {"path": str(path), "device": status.st_dev, "inode": status.st_ino, "coding": coding}
 
 
 def _describe(source: Mapping[str, Any] | None) -> str:
@@ -209,8 +212,10 @@ def _claim_source(
     that holds points from another file, or from :func:`edge_colbert.ray.write_qdrant`, is
     refused unless ``replace``. ``mirror`` is False for an additive writer (write_qdrant),
     which is refused a collection a push mirrors a file into (the next push would delete its
-    rows). Returns whether the collection's points were pushed from this very file, so that
-    their rowids can be trusted.
+    rows). Returns whether the collection's points were pushed from this very file (and
+    coding) by pushes that completed, so that their rowids can be trusted; when not, the
+    source is recorded as incomplete until :func:`_complete` (an interrupted push from a new
+    source then resumes by digest, not by rowids the old points may share).
     """
     held = client.count(collection, exact=True).count
     recorded = state.get("source")
@@ -230,10 +235,21 @@ def _claim_source(
                 f"{_describe(recorded)}; the next push from it would delete the rows written "
                 "now. Write into another collection."
             )
-    if recorded != source:
-        # Recorded before anything is sent: an interrupted push then resumes by rowid.
-        client.update_collection(collection, metadata={STATE_KEY: {**state, "source": source}})
-    return held == 0 or recorded == source
+    trusted = held == 0 or (recorded == source and state.get("complete", False) is True)
+    if recorded != source or state.get("complete") is not trusted:
+        # Recorded before anything is sent, so that a resumed push is still from "this" source.
+        metadata = {**state, "source": source, "complete": trusted}
+        client.update_collection(collection, metadata={STATE_KEY: metadata})
+    return trusted
+
+
+def _complete(
+    client: QdrantClient, collection: str, state: Mapping[str, Any], source: Mapping[str, Any]
+) -> None:
+    """Mark the collection as holding exactly ``source``'s documents: the next push from it
+    compares rowids."""
+    metadata = {**state, "source": source, "complete": True}
+    client.update_collection(collection, metadata={STATE_KEY: metadata})
 
 
 def _vector_params(models: Any, dim: int, storage: Storage) -> Any:
@@ -344,12 +360,13 @@ def _ensure_collection(
 
 
 def _digest(doc: StoredDocument, codes: np.ndarray[Any, Any]) -> str:
-    """A fingerprint of what a point carries: id, text, metadata and int8 codes."""
+    """A fingerprint of what a point carries: id, text, metadata and the stored codes (int8
+    codes or residual records, as bytes)."""
     h = hashlib.blake2b(digest_size=16)
     for part in (doc.id, doc.text, json.dumps(doc.metadata, sort_keys=True, ensure_ascii=False)):
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
-    h.update(np.ascontiguousarray(codes, dtype=np.int8).tobytes())
+    h.update(np.ascontiguousarray(codes).tobytes())
     return h.hexdigest()
 
 
@@ -369,7 +386,8 @@ def _points(index: Index, rowids: Sequence[int]) -> Iterator[tuple[str, int, str
         if doc is None:
             continue
         codes = pack.codes[pack.offsets[i] : pack.offsets[i + 1]]
-        vectors = dequantize_int8(codes) if len(codes) else np.zeros((1, index.store.dim))
+        # pack.document decodes int8 codes and residual records alike (pack.codec says which)
+        vectors = pack.document(i) if len(codes) else np.zeros((1, index.store.dim))
         digest = _digest(doc, codes)
         pid = point_id(doc.id)
         yield (
@@ -517,8 +535,9 @@ def _push(index: Index, client: QdrantClient, collection: str, options: _PushOpt
     store = index.store
     model, dim = store.model_identity, store.dim
     state = _ensure_collection(client, collection, dim, model, options.storage)
+    source = _source_of(index)
     by_rowid = _claim_source(
-        client, collection, state, _source_of(index), replace=options.replace, mirror=True
+        client, collection, state, source, replace=options.replace, mirror=True
     )
     done_keys = set((client.get_collection(collection).payload_schema or {}).keys())
     total = store.count()
@@ -556,6 +575,8 @@ def _push(index: Index, client: QdrantClient, collection: str, options: _PushOpt
         if options.progress is not None and not todo:
             options.progress(min(done, total), total)
     deleted = _delete_gone(index, client, collection)
+    if not by_rowid:
+        _complete(client, collection, state, source)
     logger.info(
         "push to %s: %d sent, %d unchanged (compared %s), %d deleted",
         collection,

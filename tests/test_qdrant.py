@@ -35,7 +35,6 @@ from edge_colbert.qdrant import (
     push,
     search,
 )
-from edge_colbert.quantize import dequantize_int8
 
 SCIFACT = Path("/work/shared/data/scifact-dev")
 WORDS = [
@@ -138,8 +137,8 @@ def _assert_equal_to_file(client: QdrantClient, name: str, idx: Index) -> None:
         assert stored is not None
         assert text == stored.text
         assert metadata == stored.metadata
-        codes = idx.store.vectors([stored.rowid]).codes
-        np.testing.assert_allclose(np.asarray(vectors), dequantize_int8(codes), atol=1e-6)
+        floats = idx.store.vectors([stored.rowid]).floats()  # int8 or residual codes
+        np.testing.assert_allclose(np.asarray(vectors), floats, atol=1e-6)
 
 
 def test_search_matches_the_index_with_filters(index: Index, tiny_encoder: Encoder) -> None:
@@ -185,6 +184,55 @@ def test_second_push_sends_only_changes_and_mirrors_the_file(
     _assert_equal_to_file(client, "docs", index)
     hits = search(client, "docs", tiny_encoder, "stone paper cloud", k=3, where={"tag": "changed"})
     assert [h.id for h in hits] == ["d3"]
+
+
+@pytest.mark.parametrize("codec", ["residual4", "residual2"])
+def test_a_residual_file_is_pushed_decoded_and_again_after_retraining(
+    tmp_path: Path, tiny_encoder: Encoder, codec: str
+) -> None:
+    """Residual records are sent decoded (the same floats the file's search scores), and a
+    retraining, which re-codes every document under the same rowids, is noticed: the next
+    push compares digests and re-sends the re-coded documents."""
+    texts = _texts(200, seed=5)
+    client = QdrantClient(":memory:")
+    with Index(tmp_path / "r.db", encoder=tiny_encoder, codec=codec, train_tokens=300) as idx:
+        idx.add(texts[:40], ids=[f"d{i}" for i in range(40)])
+        version = idx.info()["centroid_version"]
+        assert version >= 1 and idx.store.vectors([1]).codec is not None
+        assert push(idx, client, "r").upserted == 40
+        _assert_equal_to_file(client, "r", idx)
+        for query in ("river stone", "music garden light"):
+            want = _exact(idx, query, 7)
+            got = search(client, "r", tiny_encoder, query, k=7)
+            assert [h.id for h in got] == [h.id for h in want]
+            np.testing.assert_allclose([h.score for h in got], [h.score for h in want], rtol=1e-5)
+        idx.add(texts[40:], ids=[f"d{i}" for i in range(40, 200)])
+        assert idx.info()["centroid_version"] > version  # retrained: every document re-coded
+        report = push(idx, client, "r")
+        assert report.upserted + report.unchanged == 200 and report.upserted > 160
+        _assert_equal_to_file(client, "r", idx)
+        assert push(idx, client, "r").unchanged == 200
+
+
+def test_an_interrupted_replace_resumes_by_digest(index: Index, tiny_encoder: Encoder) -> None:
+    """Another file's documents can share the old points' rowids: a replace that is cut off
+    must not resume by rowid (it would keep the old points of the same rowids)."""
+    client = QdrantClient(":memory:")
+    push(index, client, "docs")
+    other = Index(index.path.parent / "other.db", encoder=tiny_encoder)
+    # the same ids, other texts, the same rowids 1..40 as the first file
+    other.add(_texts(40, seed=7), ids=[f"d{i}" for i in range(40)])
+
+    def stop(done: int, total: int) -> None:
+        if done >= 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        push(other, client, "docs", replace=True, batch_size=4, progress=stop)
+    report = push(other, client, "docs")  # the same source as the cut-off push: no replace
+    assert report.upserted == 40 - 8
+    _assert_equal_to_file(client, "docs", other)
+    assert push(other, client, "docs").unchanged == 40
 
 
 def test_interrupted_push_resumes(index: Index) -> None:
