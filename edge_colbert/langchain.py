@@ -107,6 +107,9 @@ class EdgeColbertRetriever(BaseRetriever):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     index: Any
+    # Declared so that type checkers accept EdgeColbertRetriever(index=path, encoder=...);
+    # _open uses it to open a path (an Encoder; Any, as pydantic cannot check that class).
+    encoder: Any = None
     k: int = DEFAULT_K
     where: dict[str, Any] | None = None
     mode: str | None = None
@@ -117,8 +120,7 @@ class EdgeColbertRetriever(BaseRetriever):
         """Open a path as a read-only Index (with the given or the bundled encoder)."""
         if isinstance(data, dict) and "index" in data:
             data = dict(data)
-            encoder = data.pop("encoder", None)
-            data["index"] = open_index(data["index"], encoder=encoder, readonly=True)
+            data["index"] = open_index(data["index"], encoder=data.get("encoder"), readonly=True)
         return data
 
     @field_validator("k", mode="before")

@@ -81,7 +81,8 @@ def test_rows_round_trip_and_upsert_replaces(tmp_path: Path) -> None:
     assert store.get("a").text == "new text"  # type: ignore[union-attr]
     rowids, lists = store.doc_centroids("uint16")
     assert rowids.tolist() == sorted([added[1], new[0]])
-    assert np.array_equal(lists[-1], _doc("a", "", 2, 3).centroids)
+    expected = _doc("a", "", 2, 3).centroids
+    assert expected is not None and np.array_equal(lists[-1], expected)
     with store.transaction() as conn:
         assert store.delete(conn, ["a", "missing"]) == [new[0]]
     assert not store.contains("a") and list(store.ids()) == ["b"]
