@@ -829,8 +829,10 @@ class Store:
         """
         codec = self.codec()
         nbits = RESIDUAL_BITS.get(codec)
+        if nbits is None:
+            return None
         version = self.centroid_version()
-        if nbits is None or version == 0:
+        if version == 0:
             return None
         cached = self._residual
         if cached is not None and cached.version == version and cached.nbits == nbits:

@@ -220,3 +220,39 @@ def test_a_residual_file_ranks_as_the_int8_file_does(tmp_path: Path, tiny_encode
             hits = index.search("copper violin orbit", k=10, mode="semantic", exhaustive=True)
             rankings[codec] = [h.text for h in hits]
     assert len(set(rankings["int8"][:5]) & set(rankings["residual4"][:5])) >= 4
+
+
+def test_check_and_repair_read_a_residual_file(tmp_path: Path, tiny_encoder: Encoder) -> None:
+    from edge_colbert.maintenance import check_index, repair_index
+
+    path = tmp_path / "residual.db"
+    with Index(path, encoder=tiny_encoder, codec="residual2", train_tokens=200) as index:
+        index.add(_texts(60), ids=[f"d{i}" for i in range(60)])
+        assert index.info()["centroid_version"] >= 1
+    assert check_index(path).ok
+    con = sqlite3.connect(path)
+    (codes,) = con.execute(
+        "SELECT codes FROM vectors WHERE doc = (SELECT rowid FROM documents WHERE id = 'd5')"
+    ).fetchone()
+    # A crafted record: centroid id 65535 (past the centroids), its crc32 made to match.
+    crafted = b"\xff\xff" + codes[2:]
+    con.execute(
+        "UPDATE vectors SET codes = ?, crc = ? WHERE doc = "
+        "(SELECT rowid FROM documents WHERE id = 'd5')",
+        (crafted, zlib.crc32(crafted)),
+    )
+    con.commit()
+    con.close()
+    report = check_index(path)
+    assert not report.ok and "names centroid 65535" in report.problems[0]
+    with (
+        Index(path, encoder=tiny_encoder, readonly=True) as index,
+        pytest.raises(IndexFileError, match=r"centroid 65535.*repair"),
+    ):
+        index.search("river", k=60, mode="semantic", exhaustive=True)
+    repaired = repair_index(path)
+    assert repaired.kept == 59 and [name for name, _ in repaired.dropped] == ["d5"]
+    assert check_index(path).ok
+    with Index(path, encoder=tiny_encoder) as index:
+        assert index.codec == "residual2" and len(index) == 59
+        assert len(index.search("river gene", k=59, mode="semantic", exhaustive=True)) == 59
