@@ -44,7 +44,7 @@ from benchmarks.common import latency_ms
 from benchmarks.eval_scifact import DEFAULT_SCIFACT, Dataset, load_dataset, ndcg_at_k
 from edge_colbert.encoder import Encoder
 from edge_colbert.index import Index
-from edge_colbert.lexical import Fusion, fts_query, fuse
+from edge_colbert.lexical import Fusion, fts_query, fuse, is_stopword, query_words
 from edge_colbert.schema import FTS_ENGLISH
 
 SPLIT_SEED = 0
@@ -190,7 +190,8 @@ def collect_per_token(
                 store.fts_search(match, 100) if match else (np.zeros(0, np.int64), np.zeros(0))
             )
             candidates = index._candidates(vectors[i], 100, None, False)
-            assert candidates is not None  # the SciFact index has centroids
+            if candidates is None:
+                raise SystemExit("--idf needs an index with centroids (no exhaustive scan)")
             pack = store.vectors(np.union1d(candidates, lex_ids).tolist())
         similarity = dequantize_int8(pack.codes) @ vectors[i].T
         per_token = np.maximum.reduceat(similarity, pack.offsets[:-1], axis=0)
@@ -258,6 +259,96 @@ def measure_idf(
         flush=True,
     )
     return {"chosen": name, "held_minus_no_idf": {"mean": mean, "low": low, "high": high}}
+
+
+def fts_query_without_stopwords(text: str) -> str | None:
+    """:func:`fts_query` of ``text``'s words that are not stopwords (all of them when every
+    word is one): the alternative ``--stopwords`` measures."""
+    kept = [w for w in query_words(text) if not is_stopword(w)]
+    return fts_query(" ".join(kept) if kept else text)
+
+
+def keyword_run(pools: list[Pool], ids_of: dict[int, str]) -> Run:
+    """BM25 alone from pooled queries: the FTS top 100 in BM25 order."""
+    run: Run = {}
+    for qid, ids, _, lexical, _ in pools:
+        hits = np.flatnonzero(~np.isnan(lexical))
+        order = hits[np.lexsort((ids[hits], -lexical[hits]))][:100]
+        run[qid] = {ids_of[int(ids[j])]: float(lexical[j]) for j in order}
+    return run
+
+
+def measure_stopwords(
+    index: Index,
+    data: Dataset,
+    vectors: list[npt.NDArray[np.float32]],
+    ids_of: dict[int, str],
+    pools: list[Pool],
+    best_weight: float,
+    halves: tuple[Sequence[str], Sequence[str]],
+    record: Callable[[str, Run], None],
+) -> dict[str, Any]:
+    """Stopwords dropped from the FTS5 query (``fts_query_without_stopwords``) against the
+    product's query: BM25 alone and the weight curve on pools collected both ways, the
+    weight chosen on the tune half, the held-out difference from the product (weight
+    ``best_weight``) with a paired bootstrap interval, and the CPU time of whole hybrid
+    searches both ways (interleaved rounds over the held-out queries, k=10)."""
+    import edge_colbert.index as index_module
+
+    tune_ids, held_ids = halves
+    positions = range(len(data.query_ids))
+    dropped = collect(
+        index, data, vectors, positions, exhaustive=False, match_of=fts_query_without_stopwords
+    )
+    record("BM25, product query (from pools)", keyword_run(pools, ids_of))
+    record("BM25, stopwords dropped", keyword_run(dropped, ids_of))
+    best: tuple[float, float, Run] | None = None
+    for weight in WEIGHTS:
+        run = fused_run(dropped, ids_of, weight=weight)
+        record(f"hybrid, stopwords dropped w={weight}", run)
+        tune_ndcg = scores(run, data, tune_ids)[0]
+        if best is None or tune_ndcg > best[0]:
+            best = (tune_ndcg, weight, run)
+    if best is None:
+        return {}
+    _, weight, chosen = best
+    base = fused_run(pools, ids_of, weight=best_weight)
+    mean, low, high = paired_bootstrap(
+        per_query_ndcg(chosen, data, held_ids), per_query_ndcg(base, data, held_ids)
+    )
+    print(
+        f"stopwords dropped (w={weight}, chosen on tune) minus the product (w={best_weight}), "
+        f"held-out nDCG@10: {mean:+.4f} (paired bootstrap 95% interval {low:+.4f} to "
+        f"{high:+.4f})",
+        flush=True,
+    )
+    held = [data.query_ids.index(q) for q in held_ids]
+    cpu: dict[str, list[float]] = {"product query": [], "stopwords dropped": []}
+    makers = {"product query": fts_query, "stopwords dropped": fts_query_without_stopwords}
+    index.lexical_weight = best_weight
+    try:
+        for round_ in range(2):
+            for name in sorted(cpu, reverse=round_ == 1):
+                # The product's search, its FTS5 query swapped for this measurement only.
+                index_module.fts_query = makers[name]  # type: ignore[attr-defined,assignment]
+                for i in held:
+                    began = time.process_time()
+                    index.search_vectors(vectors[i], 10, query=data.query_texts[i], mode="hybrid")
+                    cpu[name].append(time.process_time() - began)
+    finally:
+        index_module.fts_query = fts_query  # type: ignore[attr-defined]
+    latency = {name: latency_ms(times) for name, times in cpu.items()}
+    for name, figures in latency.items():
+        print(
+            f"hybrid search, {name:<17} CPU p50 {figures['p50']:.2f} ms  p95 "
+            f"{figures['p95']:.2f} ms ({len(cpu[name])} searches, k=10)",
+            flush=True,
+        )
+    return {
+        "chosen_weight": weight,
+        "held_minus_product": {"mean": mean, "low": low, "high": high},
+        "cpu_ms": latency,
+    }
 
 
 def per_query_ndcg(run: Run, data: Dataset, qids: Sequence[str]) -> npt.NDArray[np.float64]:
@@ -338,14 +429,15 @@ def collect(
     positions: Sequence[int],
     *,
     exhaustive: bool,
+    match_of: Callable[[str], str | None] = fts_query,
 ) -> list[Pool]:
     """Per query what a hybrid search scores: (query id, candidate rowids, their exact
     MaxSim, their BM25 or NaN, the prefilter's own candidates), through the Index's own
-    steps (as Index._rank_hybrid takes them, k=100)."""
+    steps (as Index._rank_hybrid takes them, k=100); ``match_of`` makes the FTS5 query."""
     pools: list[Pool] = []
     store = index.store
     for i in positions:
-        match = fts_query(data.query_texts[i])
+        match = match_of(data.query_texts[i])
         with store.snapshot():
             lex_ids, lex_scores = (
                 store.fts_search(match, 100) if match else (np.zeros(0, np.int64), np.zeros(0))
@@ -481,6 +573,13 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the tuning passes and measure the product at this BM25 weight",
     )
     parser.add_argument(
+        "--stopwords",
+        action="store_true",
+        help="also measure stopwords dropped from the FTS5 query (one more pass; weight tuned "
+        "on the tune half, held-out difference with a paired bootstrap interval, hybrid CPU "
+        "time both ways)",
+    )
+    parser.add_argument(
         "--idf",
         action="store_true",
         help="also measure IDF query-token weights (one more pass over the queries; tuned on "
@@ -558,6 +657,10 @@ def main(argv: list[str] | None = None) -> int:
             result["rows"], result["best_weight"] = rows, best_weight
             print(f"weight chosen on the tune half: {best_weight}", flush=True)
 
+            if args.stopwords:
+                result["stopwords"] = measure_stopwords(
+                    index, data, vectors, ids_of, pools, best_weight, (tune_ids, held_ids), record
+                )
             if args.idf:
                 base = fused_run(pools, ids_of, weight=best_weight)
                 result["idf"] = measure_idf(
