@@ -26,7 +26,6 @@ import numpy.typing as npt
 
 from edge_colbert import schema
 from edge_colbert.highlight import Span, lexical_spans, merge_spans, semantic_spans
-from edge_colbert.quantize import dequantize_int8
 
 if TYPE_CHECKING:
     from edge_colbert.encoder import Encoder
@@ -36,7 +35,7 @@ __all__ = ["hit_spans"]
 
 
 def _stored_rows(index: Index, hits: Sequence[Hit]) -> list[npt.NDArray[np.float32] | None]:
-    """Each hit's stored token vectors, dequantized; None for a hit that is gone and for
+    """Each hit's stored token vectors, decoded; None for a hit that is gone and for
     every hit of a pooled index (its rows are not one per token)."""
     if index.store.meta().get(schema.META_POOL_FACTOR, "1") != "1":
         return [None] * len(hits)
@@ -49,7 +48,7 @@ def _stored_rows(index: Index, hits: Sequence[Hit]) -> list[npt.NDArray[np.float
         if i is None:
             out.append(None)
         else:
-            out.append(dequantize_int8(pack.codes[pack.offsets[i] : pack.offsets[i + 1]]))
+            out.append(pack.document(i))  # int8 or residual codes, decoded alike
     return out
 
 
