@@ -25,6 +25,7 @@ __all__ = [
     "Fusion",
     "fts_query",
     "fuse",
+    "is_question",
     "is_stopword",
     "query_words",
 ]
@@ -56,6 +57,37 @@ _STOPWORD_TEXT = (
     "would you your yours yourself yourselves"
 )
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+# Words that open a question. In a question, the function words around the topic ("how do
+# I", "what if ... while") are rare in a small collection and so win BM25 weight over the
+# words that say what is asked (docs/hybrid.md, "Question-style queries").
+_QUESTION_OPENERS = frozenset(
+    [
+        "how",
+        "what",
+        "why",
+        "when",
+        "where",
+        "who",
+        "whom",
+        "whose",
+        "which",
+        "can",
+        "could",
+        "do",
+        "does",
+        "did",
+        "is",
+        "are",
+        "was",
+        "were",
+        "should",
+        "would",
+        "will",
+        "shall",
+        "may",
+        "might",
+    ]
+)
 
 
 def is_stopword(word: str) -> bool:
@@ -68,6 +100,13 @@ def query_words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
+def is_question(text: str) -> bool:
+    """Whether ``text`` reads as a question: it ends with ``?`` or opens with a question
+    word (how, what, why, can, does, ...)."""
+    words = query_words(text)
+    return text.rstrip().endswith("?") or bool(words and words[0].lower() in _QUESTION_OPENERS)
+
+
 def _quote(words: list[str]) -> str:
     # \w runs hold no double quote, so no escaping is needed; FTS5 tokenizes inside.
     return '"' + " ".join(words) + '"'
@@ -76,7 +115,13 @@ def _quote(words: list[str]) -> str:
 def fts_query(text: str, *, max_terms: int = MAX_QUERY_TERMS) -> str | None:
     """An FTS5 MATCH expression for ``text``: its words and quoted phrases OR-ed, each one
     quoted (so no operator of FTS5's syntax survives), repeats dropped, at most
-    ``max_terms`` terms; None when ``text`` holds no word."""
+    ``max_terms`` terms; None when ``text`` holds no word.
+
+    In a question (:func:`is_question`) the stopwords outside quoted phrases are left out,
+    unless every word is one: "how do I bind the server to another host" looks for
+    *bind*, *server*, *another* and *host*.
+    """
+    question = is_question(text)
     terms: list[str] = []
     seen: set[str] = set()
     position = 0
@@ -86,8 +131,11 @@ def fts_query(text: str, *, max_terms: int = MAX_QUERY_TERMS) -> str | None:
         pieces.append((True, found.group(1)))
         position = found.end()
     pieces.append((False, text[position:]))
+    content = [w for w in query_words(text) if not is_stopword(w)]
     for is_phrase, piece in pieces:
         words = query_words(piece)
+        if question and content and not is_phrase:
+            words = [w for w in words if not is_stopword(w)]
         groups = [words] if is_phrase and len(words) > 1 else [[w] for w in words]
         for group in groups:
             term = _quote(group)

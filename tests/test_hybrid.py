@@ -186,3 +186,19 @@ def test_multilingual_models_index_without_stemming_and_fold_diacritics(tmp_path
     assert store.documents(rowids.tolist())[int(rowids[0])].id == "a"
     assert store.fts_search('"run"', 5)[0].size == 0  # no Porter stemming
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("how do I bind the server to another host", '"bind" OR "server" OR "another" OR "host"'),
+        ("what if the laptop loses power?", '"laptop" OR "loses" OR "power"'),
+        ("Is it?", '"Is" OR "it"'),  # every word a stopword: all kept
+        ('how do I find "the end"', '"find" OR "the end"'),  # phrases keep theirs
+        ("the cell holds a gene", '"the" OR "cell" OR "holds" OR "a" OR "gene"'),  # a claim
+    ],
+)
+def test_a_question_leaves_its_stopwords_out_of_the_full_text_query(
+    query: str, expected: str
+) -> None:
+    assert fts_query(query) == expected
