@@ -26,6 +26,8 @@ import logging
 import os
 import sqlite3
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,38 +125,32 @@ def compact_index(
     bytes_before = _file_bytes(path)
     fresh = path.with_name(path.name + ".compact")
     filecheck.remove_new_file(fresh)
-    source = _connect(path, "rw")
-    try:
-        source.execute("BEGIN IMMEDIATE")  # writers wait until the copy is done
-        meta = {str(k): str(v) for k, v in source.execute("SELECT key, value FROM meta")}
-        dim = int(meta[schema.META_DIM])
-        old_codec = stored_codec(meta, path)
-        old_factor = stored_pool_factor(meta, path)
-        new_codec = check_codec(codec or old_codec, dim)
-        new_factor = old_factor if pool_factor is None else pool_factor
-        if new_factor % old_factor:
-            raise InvalidInputError(
-                f"{path} is pooled by {old_factor}; compact can pool further by a multiple of "
-                f"it (e.g. {2 * old_factor}), not to {new_factor}. Re-index from the texts "
-                "to pool less."
+    with _removed_on_error(path, fresh):
+        source = _connect(path, "rw")
+        try:
+            source.execute("BEGIN IMMEDIATE")  # writers wait until the copy is done
+            meta = {str(k): str(v) for k, v in source.execute("SELECT key, value FROM meta")}
+            dim = int(meta[schema.META_DIM])
+            old_codec = stored_codec(meta, path)
+            old_factor = stored_pool_factor(meta, path)
+            new_codec = check_codec(codec or old_codec, dim)
+            new_factor = old_factor if pool_factor is None else pool_factor
+            if new_factor % old_factor:
+                raise InvalidInputError(
+                    f"{path} is pooled by {old_factor}; compact can pool further by a "
+                    f"multiple of it (e.g. {2 * old_factor}), not to {new_factor}. Re-index "
+                    "from the texts to pool less."
+                )
+            documents, tokens_before, tokens_after = _copy(
+                source, fresh, meta, new_codec, new_factor // old_factor, new_factor
             )
-        documents, tokens_before, tokens_after = _copy(
-            source, fresh, meta, new_codec, new_factor // old_factor, new_factor
-        )
-        trained = source.execute("SELECT count(*) FROM centroids").fetchone()[0] > 0
-        seen = _fingerprint(source)
-        source.execute("COMMIT")
-    except sqlite3.Error as error:
-        filecheck.remove_new_file(fresh)
-        raise _write_error(path, error) from error
-    except BaseException:
-        filecheck.remove_new_file(fresh)
-        raise
-    finally:
-        if source.in_transaction:
-            source.execute("ROLLBACK")
-        source.close()
-    try:
+            trained = source.execute("SELECT count(*) FROM centroids").fetchone()[0] > 0
+            seen = _fingerprint(source)
+            source.execute("COMMIT")
+        finally:
+            if source.in_transaction:
+                source.execute("ROLLBACK")
+            source.close()
         _train_and_pack(fresh, tokens_after, trained)
         check = check_index(fresh)
         if not check.ok:
@@ -163,12 +159,6 @@ def compact_index(
                 "index was left as it was."
             )
         _swap_if_unchanged(path, fresh, seen)
-    except sqlite3.Error as error:
-        filecheck.remove_new_file(fresh)
-        raise _write_error(path, error) from error
-    except BaseException:
-        filecheck.remove_new_file(fresh)
-        raise
     report = CompactReport(
         path=path,
         documents=documents,
@@ -183,6 +173,20 @@ def compact_index(
     )
     logger.info("compacted %s: %s", path, report)
     return report
+
+
+@contextmanager
+def _removed_on_error(path: Path, fresh: Path) -> Iterator[None]:
+    """On any failure remove the half-made copy ``fresh`` (the index itself is untouched
+    until the final rename), and turn SQLite's errors into the project's."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        filecheck.remove_new_file(fresh)
+        raise _write_error(path, error) from error
+    except BaseException:
+        filecheck.remove_new_file(fresh)
+        raise
 
 
 def _migrate_first(path: Path) -> None:
