@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,25 @@ def texts_by_file(db: Path) -> dict[str, str]:
                 texts.append(hit.text)
             out[Path(path).name] = " ".join(texts)
         return out
+
+
+@contextmanager
+def sigint_for_children() -> Iterator[None]:
+    """Let a child started inside get Ctrl-C as it would from a terminal.
+
+    A child inherits an ignored SIGINT and a blocked signal mask, and Python then never
+    raises KeyboardInterrupt in it: something earlier in a full test run left the test
+    process so (the watch command hung after SIGINT only in the full suite; reproduced by
+    running this test under a parent that ignores SIGINT). A caught signal is reset to the
+    default on exec, so catching it here for the moment of the fork is enough.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        signal.signal(signal.SIGINT, previous)
 
 
 def wait_for(db: Path, condition: Callable[[dict[str, str]], bool]) -> dict[str, str]:
@@ -172,16 +192,17 @@ def test_the_watch_command_follows_a_folder_and_stops_cleanly_on_ctrl_c(
     folder.mkdir()
     (folder / "one.md").write_text("The first note.", encoding="utf-8")
     db = tmp_path / "cmd.db"
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "edge_colbert", "--model", str(tiny_model_dir)),
-            *("watch", str(db), str(folder), "--debounce", "100"),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with sigint_for_children():
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "edge_colbert", "--model", str(tiny_model_dir)),
+                *("watch", str(db), str(folder), "--debounce", "100"),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     try:
         assert process.stdout is not None and process.stderr is not None
         first = process.stdout.readline()
@@ -194,9 +215,7 @@ def test_the_watch_command_follows_a_folder_and_stops_cleanly_on_ctrl_c(
         latency = time.monotonic() - began
         assert latency < 10
         process.send_signal(signal.SIGINT)
-        # Stopping takes about a second; at load average 10+ on two cores it once took more
-        # than 20 s (fresh-clone CI beside four other jobs), so allow a minute.
-        out, err = process.communicate(timeout=3 * WAIT_S)
+        out, err = process.communicate(timeout=WAIT_S)
     finally:
         if process.poll() is None:
             process.kill()
