@@ -219,6 +219,30 @@ class ResidualCodec:
         return self.cutoffs.astype("<f4").tobytes() + self.weights.astype("<f4").tobytes()
 
     @classmethod
+    def from_stored(
+        cls, vectors: object, buckets: object, *, dim: int, nbits: int, version: int
+    ) -> ResidualCodec:
+        """The codec of a ``centroids`` row: its float32 ``vectors`` blob and its
+        ``buckets`` blob (:meth:`buckets_bytes`), as read from the file.
+
+        Raises:
+            IndexFileError: either blob is missing or has the wrong length.
+        """
+        if not isinstance(vectors, bytes) or not vectors or len(vectors) % (4 * dim):
+            size = len(vectors) if isinstance(vectors, bytes) else type(vectors).__name__
+            raise IndexFileError(
+                f"the centroids blob has the wrong length ({size} bytes, not whole {dim}-d "
+                "float32 rows): the file is damaged. Run `edge-colbert repair`."
+            )
+        if not isinstance(buckets, bytes):
+            raise IndexFileError(
+                f"the residual codes' buckets are missing from the centroids of version "
+                f"{version}: the file is damaged. Run `edge-colbert repair`."
+            )
+        centroids = np.frombuffer(vectors, dtype="<f4").astype(np.float32).reshape(-1, dim)
+        return cls.from_bytes(centroids, buckets, nbits=nbits, version=version)
+
+    @classmethod
     def from_bytes(
         cls, centroids: npt.NDArray[np.float32], blob: bytes, *, nbits: int, version: int
     ) -> ResidualCodec:
@@ -275,7 +299,7 @@ class ResidualCodec:
     def decode(self, records: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Unit vectors ``[n, dim]`` of records made by :meth:`encode`."""
         n = records.shape[0]
-        ids = np.ascontiguousarray(records[:, :_ID_BYTES]).view("<u2").reshape(n)
+        ids = _ids(records)
         if n and int(ids.max()) >= self.centroids.shape[0]:
             # A crafted blob (its crc32 made to match): refuse it rather than index past.
             raise IndexFileError(
@@ -294,7 +318,13 @@ class ResidualCodec:
 
     def labels(self, records: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
         """The centroid id of each record."""
-        n = records.shape[0]
-        ids = np.ascontiguousarray(records[:, :_ID_BYTES]).view("<u2").reshape(n)
-        labels: npt.NDArray[np.uint32] = ids.astype(np.uint32)
+        labels: npt.NDArray[np.uint32] = _ids(records).astype(np.uint32)
         return labels
+
+
+def _ids(records: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint16]:
+    """The centroid ids that open the records (uint16, little-endian)."""
+    ids: npt.NDArray[np.uint16] = (
+        np.ascontiguousarray(records[:, :_ID_BYTES]).view("<u2").reshape(records.shape[0])
+    )
+    return ids

@@ -312,8 +312,9 @@ class Index:
         # with the centroids in memory, and again inside only if another writer retrained
         # them meanwhile.
         self._refresh()
-        with store.snapshot():
-            prepared = _prepare(self._prefilter, store.residual_codec(), quantized)
+        with store.snapshot():  # the coding and the centroids it needs from one commit
+            residual = store.residual_codec()
+        prepared = _prepare(self._prefilter, residual, quantized)
         with store.transaction() as conn:
             self._refresh()
             prefilter, residual = self._prefilter, store.residual_codec()

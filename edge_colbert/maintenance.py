@@ -128,14 +128,9 @@ def _residual(conn: sqlite3.Connection, meta: dict[str, str]) -> ResidualCodec |
     row = conn.execute("SELECT version, vectors, buckets FROM centroids WHERE id = 0").fetchone()
     if row is None:
         return None
-    dim = int(meta[schema.META_DIM])
-    blob, buckets = row[1], row[2]
-    if not isinstance(blob, bytes) or not blob or len(blob) % (4 * dim):
-        raise IndexFileError("the centroids blob has the wrong length")
-    if not isinstance(buckets, bytes):
-        raise IndexFileError("the residual codes' buckets are missing")
-    centroids = np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(-1, dim)
-    return ResidualCodec.from_bytes(centroids, buckets, nbits=nbits, version=int(row[0]))
+    return ResidualCodec.from_stored(
+        row[1], row[2], dim=int(meta[schema.META_DIM]), nbits=nbits, version=int(row[0])
+    )
 
 
 def _token_bytes(meta: dict[str, str], residual: ResidualCodec | None) -> int:
@@ -143,17 +138,18 @@ def _token_bytes(meta: dict[str, str], residual: ResidualCodec | None) -> int:
 
 
 def _vector_problem(
-    codes: Any, crc: Any, width: int, checked: bool, centroids: int | None = None
+    codes: Any, crc: Any, width: int, checked: bool, residual: ResidualCodec | None = None
 ) -> str | None:
     """Why a vector blob cannot be used (length, checksum, residual centroid ids), or
     None."""
     if not isinstance(codes, bytes) or len(codes) % width:
         size = len(codes) if isinstance(codes, bytes) else type(codes).__name__
         return f"vector blob of {size} bytes, not a whole number of {width}-byte tokens"
-    if centroids is not None and codes:
-        ids = np.frombuffer(codes, dtype=np.uint8).reshape(-1, width)[:, :2].copy().view("<u2")
-        if int(ids.max()) >= centroids:
-            return f"a residual code names centroid {int(ids.max())} of {centroids}"
+    if residual is not None and codes:
+        highest = int(residual.labels(np.frombuffer(codes, np.uint8).reshape(-1, width)).max())
+        centroids = residual.centroids.shape[0]
+        if highest >= centroids:
+            return f"a residual code names centroid {highest} of {centroids}"
     if checked and crc != zlib.crc32(codes):
         return "vector blob does not match its crc32 checksum"
     return None
@@ -277,9 +273,8 @@ def _check_rows(
         ).fetchall()
         if not rows:
             break
-        centroids = None if residual is None else residual.centroids.shape[0]
         for doc, codes, crc in rows:
-            problem = _vector_problem(codes, crc, width, checked, centroids)
+            problem = _vector_problem(codes, crc, width, checked, residual)
             if problem is not None:
                 wrong.append(f"row {doc} ({problem})")
         last = int(rows[-1][0])
@@ -461,7 +456,6 @@ def _salvage(path: Path, fresh: Path, meta: dict[str, str], report: RepairReport
                 "backup (edge-colbert backup) or re-index your documents into a new file."
             ) from None
         width = _token_bytes(meta, residual)
-        centroids = None if residual is None else residual.centroids.shape[0]
         target.execute("PRAGMA page_size = 512")
         target.execute("PRAGMA journal_mode = WAL")
         target.execute("BEGIN")
@@ -497,7 +491,7 @@ def _salvage(path: Path, fresh: Path, meta: dict[str, str], report: RepairReport
                 continue
             values = dict(zip(vec_columns, vectors, strict=True))
             vector_problem = _vector_problem(
-                values["codes"], values.get("crc"), width, checked, centroids
+                values["codes"], values.get("crc"), width, checked, residual
             )
             if vector_problem is not None:
                 report.dropped.append((name, vector_problem))

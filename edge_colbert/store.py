@@ -825,7 +825,8 @@ class Store:
         int8 file, or a residual file whose centroids are not trained yet).
 
         Raises:
-            IndexFileError: a residual file whose trained centroids lack their buckets.
+            IndexFileError: a residual file whose trained centroids or buckets cannot be
+                read.
         """
         codec = self.codec()
         nbits = RESIDUAL_BITS.get(codec)
@@ -840,14 +841,8 @@ class Store:
         row = self._conn.execute(
             "SELECT version, vectors, buckets FROM centroids WHERE id = 0"
         ).fetchone()
-        version, blob, buckets = int(row[0]), bytes(row[1]), row[2]
-        if buckets is None:
-            raise BadRowError("centroids", 0, f"a {codec} file's centroids lack their buckets")
-        centroids = np.frombuffer(blob, dtype="<f4").astype(np.float32)
-        if centroids.size == 0 or centroids.size % self.dim:
-            raise BadRowError("centroids", 0, f"{len(blob)} bytes, not whole {self.dim}-d rows")
-        loaded = ResidualCodec.from_bytes(
-            centroids.reshape(-1, self.dim), bytes(buckets), nbits=nbits, version=version
+        loaded = ResidualCodec.from_stored(
+            row[1], row[2], dim=self.dim, nbits=nbits, version=int(row[0])
         )
         self._residual = loaded
         return loaded
@@ -863,14 +858,6 @@ class Store:
             "SELECT value FROM meta WHERE key = ?", (schema.META_CODEC,)
         ).fetchone()
         return stored_codec({} if row is None else {schema.META_CODEC: str(row[0])}, self.path)
-
-    def replace_codes(self, conn: sqlite3.Connection, rows: Iterable[tuple[int, bytes]]) -> None:
-        """Rewrite stored documents' codes (re-coding after a retraining), with their
-        crc32, inside a transaction; rows gone meanwhile are skipped."""
-        conn.executemany(
-            "UPDATE vectors SET codes = ?, crc = ? WHERE doc = ?",
-            ((blob, zlib.crc32(blob), int(rowid)) for rowid, blob in rows),
-        )
 
     # -------------------------------------------------------------- full text
 

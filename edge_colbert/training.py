@@ -66,7 +66,6 @@ __all__ = [
     "retrain",
     "sample_vectors",
     "swap_in",
-    "train_centroids",
     "training_due",
     "unique_per_document",
     "unique_per_document_flat",
@@ -156,13 +155,6 @@ def sample_vectors(store: Store, tokens: int, seed: int) -> npt.NDArray[np.float
         vectors = pack.floats()
         parts.append(vectors if fraction >= 1.0 else vectors[rng.random(len(vectors)) < fraction])
     return np.concatenate(parts) if parts else np.zeros((0, store.dim), np.float32)
-
-
-def train_centroids(store: Store, tokens: int, seed: int) -> Prefilter:
-    """k-means on :func:`sample_vectors`, with :func:`~edge_colbert.kmeans.num_centroids`
-    centroids for ``tokens``."""
-    sample = sample_vectors(store, tokens, seed)
-    return Prefilter(kmeans(sample, num_centroids(max(tokens, 1)), seed=seed))
 
 
 class Recoder:

@@ -292,9 +292,11 @@ def check_structure(db: Path) -> tuple[str, list[str]]:
 def _token_bytes(con: sqlite3.Connection) -> int:
     """Bytes per stored token: ``dim`` int8 codes, or a residual record (2 + dim * bits / 8)
     once a residual file's centroids exist."""
+    from edge_colbert.codec import RESIDUAL_BITS
+
     meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
     dim = int(meta["dim"])
-    bits = {"residual4": 4, "residual2": 2}.get(meta.get("codec", "int8"))
+    bits = RESIDUAL_BITS.get(meta.get("codec", "int8"))
     trained = con.execute("SELECT count(*) FROM centroids").fetchone()[0]
     return dim if bits is None or not trained else 2 + dim * bits // 8
 
