@@ -145,24 +145,23 @@ def test_a_read_only_file_is_refused_untouched(int8_path: Path) -> None:
         int8_path.chmod(0o644)
 
 
-def test_the_cli_reports_the_sizes(int8_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "edge_colbert", "compact", str(int8_path), "--codec", "residual4"],
+def _compact_cli(path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``edge-colbert compact PATH OPTIONS`` in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge_colbert", "compact", str(path), *options],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
     )
+
+
+def test_the_cli_reports_the_sizes(int8_path: Path) -> None:
+    done = _compact_cli(int8_path, "--codec", "residual4")
     assert done.returncode == 0, done.stderr
     assert "int8 pooled by 1 -> residual4 pooled by 1;" in done.stdout
     assert "MiB ->" in done.stdout and "stored tokens" in done.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "edge_colbert", "compact", str(int8_path), "--pool-factor", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    bad = _compact_cli(int8_path, "--pool-factor", "0")
     assert bad.returncode == 1 and bad.stderr.startswith("edge-colbert: error:")
     assert "Traceback" not in bad.stderr
 
