@@ -44,7 +44,14 @@ from benchmarks.common import latency_ms
 from benchmarks.eval_scifact import DEFAULT_SCIFACT, Dataset, load_dataset, ndcg_at_k
 from edge_colbert.encoder import Encoder
 from edge_colbert.index import Index
-from edge_colbert.lexical import Fusion, fts_query, fuse, is_stopword, query_words
+from edge_colbert.lexical import (
+    Fusion,
+    fts_terms,
+    fuse,
+    is_stopword,
+    query_words,
+)
+from edge_colbert.prefilter import default_keep
 from edge_colbert.schema import FTS_ENGLISH
 
 SPLIT_SEED = 0
@@ -184,12 +191,14 @@ def collect_per_token(
     pools: list[TokenPool] = []
     store = index.store
     for i in positions:
-        match = fts_query(data.query_texts[i])
         with store.snapshot():
+            match = product_match(index, data.query_texts[i])
             lex_ids, lex_scores = (
                 store.fts_search(match, 100) if match else (np.zeros(0, np.int64), np.zeros(0))
             )
-            candidates = index._candidates(vectors[i], 100, None, False)
+            candidates = index._candidates(
+                vectors[i], 100, None, False, keep=index._keep(100, hybrid=True)
+            )
             if candidates is None:
                 raise SystemExit("--idf needs an index with centroids (no exhaustive scan)")
             pack = store.vectors(np.union1d(candidates, lex_ids).tolist())
@@ -261,11 +270,24 @@ def measure_idf(
     return {"chosen": name, "held_minus_no_idf": {"mean": mean, "low": low, "high": high}}
 
 
-def fts_query_without_stopwords(text: str) -> str | None:
-    """:func:`fts_query` of ``text``'s words that are not stopwords (all of them when every
+def product_match(index: Index, text: str) -> str | None:
+    """The FTS5 query a hybrid search of ``text`` sends (inside a snapshot): its terms
+    without those of BM25 weight 0."""
+    terms = fts_terms(text)
+    return " OR ".join(index._informative(terms)) if terms else None
+
+
+def terms_without_stopwords(text: str) -> list[str]:
+    """:func:`fts_terms` of ``text``'s words that are not stopwords (all of them when every
     word is one): the alternative ``--stopwords`` measures."""
     kept = [w for w in query_words(text) if not is_stopword(w)]
-    return fts_query(" ".join(kept) if kept else text)
+    return fts_terms(" ".join(kept) if kept else text)
+
+
+def match_without_stopwords(index: Index, text: str) -> str | None:
+    """:func:`product_match` of :func:`terms_without_stopwords`."""
+    terms = terms_without_stopwords(text)
+    return " OR ".join(index._informative(terms)) if terms else None
 
 
 def keyword_run(pools: list[Pool], ids_of: dict[int, str]) -> Run:
@@ -298,7 +320,7 @@ def measure_stopwords(
     tune_ids, held_ids = halves
     positions = range(len(data.query_ids))
     dropped = collect(
-        index, data, vectors, positions, exhaustive=False, match_of=fts_query_without_stopwords
+        index, data, vectors, positions, exhaustive=False, match_of=match_without_stopwords
     )
     record("BM25, product query (from pools)", keyword_run(pools, ids_of))
     record("BM25, stopwords dropped", keyword_run(dropped, ids_of))
@@ -324,28 +346,29 @@ def measure_stopwords(
     )
     held = [data.query_ids.index(q) for q in held_ids]
     cpu: dict[str, list[float]] = {"product query": [], "stopwords dropped": []}
-    makers = {"product query": fts_query, "stopwords dropped": fts_query_without_stopwords}
+    makers = {"product query": product_match, "stopwords dropped": match_without_stopwords}
+    term_makers = {"product query": fts_terms, "stopwords dropped": terms_without_stopwords}
     index.lexical_weight = best_weight
     try:
         for round_ in range(2):
             for name in sorted(cpu, reverse=round_ == 1):
                 # The product's search, its FTS5 query swapped for this measurement only.
-                index_module.fts_query = makers[name]  # type: ignore[attr-defined,assignment]
+                index_module.fts_terms = term_makers[name]  # type: ignore[attr-defined,assignment]
                 for i in held:
                     began = time.process_time()
                     index.search_vectors(vectors[i], 10, query=data.query_texts[i], mode="hybrid")
                     cpu[name].append(time.process_time() - began)
     finally:
-        index_module.fts_query = fts_query  # type: ignore[attr-defined]
+        index_module.fts_terms = fts_terms  # type: ignore[attr-defined]
     latency = {name: latency_ms(times) for name, times in cpu.items()}
     # The FTS5 top 100 alone (what a hybrid search asks of SQLite), same queries.
     fts_cpu: dict[str, list[float]] = {name: [] for name in makers}
     for name, make in makers.items():
         for i in held:
-            match = make(data.query_texts[i])
             began = time.process_time()
-            if match is not None:
-                with index.store.snapshot():
+            with index.store.snapshot():
+                match = make(index, data.query_texts[i])
+                if match is not None:
                     index.store.fts_search(match, 100)
             fts_cpu[name].append(time.process_time() - began)
     fts_latency = {name: latency_ms(times) for name, times in fts_cpu.items()}
@@ -396,6 +419,58 @@ def build(db: Path, data: Dataset, encoder: Encoder) -> dict[str, float]:
     return {"seconds": seconds, "docs_per_s": len(data.doc_ids) / seconds}
 
 
+def measure_knobs(
+    index: Index,
+    data: Dataset,
+    vectors: list[npt.NDArray[np.float32]],
+    weight: float,
+    record: Callable[[str, Run], None],
+) -> dict[str, Any]:
+    """The product's hybrid search (k=10, every query) at other settings of two speed knobs,
+    one at a time: the share of the documents that makes a keyword term uninformative
+    (``TermFrequencies``; 0.5 is lossless) and the candidates kept after pruning. Printed:
+    nDCG@10 on both halves and CPU p50 of the FTS5 query and of the whole search."""
+    figures: dict[str, Any] = {}
+    lossless = index._informative
+    for share in (0.5, 0.25, 0.1, 0.05):
+
+        def informative(terms: list[str], share: float = share) -> list[str]:
+            return lossless(terms, share)
+
+        index._informative = informative  # type: ignore[method-assign]
+        fts_cpu = []
+        for i in range(len(data.query_ids)):
+            began = time.process_time()
+            with index.store.snapshot():
+                match = product_match(index, data.query_texts[i])
+                if match is not None:
+                    index.store.fts_search(match, 100)
+            fts_cpu.append(time.process_time() - began)
+        record(
+            f"hybrid, term share {share}",
+            run_mode(index, data, vectors, mode="hybrid", weight=weight, k=10),
+        )
+        figures[f"share {share}"] = latency_ms(fts_cpu)
+        print(f"  FTS5 top 100 CPU p50 {figures[f'share {share}']['p50']:.2f} ms", flush=True)
+    index._informative = lossless  # type: ignore[method-assign]
+    keep_at_10 = default_keep(10)
+    for keep in (keep_at_10 // 4, keep_at_10 // 2, keep_at_10):
+        index.keep = keep
+        cpu: list[float] = []
+        for i in range(len(data.query_ids)):
+            began = time.process_time()
+            index.search_vectors(vectors[i], 10, query=data.query_texts[i], mode="hybrid")
+            cpu.append(time.process_time() - began)
+        record(
+            f"hybrid, keep {keep}",
+            run_mode(index, data, vectors, mode="hybrid", weight=weight, k=10),
+        )
+        figures[f"keep {keep}"] = latency_ms(cpu)
+        print(f"  hybrid search CPU p50 {figures[f'keep {keep}']['p50']:.2f} ms", flush=True)
+    index.keep = None
+    return figures
+
+
 def run_mode(
     index: Index,
     data: Dataset,
@@ -442,7 +517,7 @@ def collect(
     positions: Sequence[int],
     *,
     exhaustive: bool,
-    match_of: Callable[[str], str | None] = fts_query,
+    match_of: Callable[[Index, str], str | None] = product_match,
 ) -> list[Pool]:
     """Per query what a hybrid search scores: (query id, candidate rowids, their exact
     MaxSim, their BM25 or NaN, the prefilter's own candidates), through the Index's own
@@ -450,12 +525,14 @@ def collect(
     pools: list[Pool] = []
     store = index.store
     for i in positions:
-        match = match_of(data.query_texts[i])
         with store.snapshot():
+            match = match_of(index, data.query_texts[i])
             lex_ids, lex_scores = (
                 store.fts_search(match, 100) if match else (np.zeros(0, np.int64), np.zeros(0))
             )
-            candidates = index._candidates(vectors[i], 100, None, exhaustive)
+            candidates = index._candidates(
+                vectors[i], 100, None, exhaustive, keep=index._keep(100, hybrid=True)
+            )
             if candidates is None:
                 sem_ids, sem_scores = index._scores_all(vectors[i])
                 candidates = sem_ids
@@ -593,6 +670,12 @@ def main(argv: list[str] | None = None) -> int:
         "time both ways)",
     )
     parser.add_argument(
+        "--knobs",
+        action="store_true",
+        help="also measure the keyword-term share and the kept candidates (hybrid search at "
+        "each setting, both halves, CPU p50)",
+    )
+    parser.add_argument(
         "--idf",
         action="store_true",
         help="also measure IDF query-token weights (one more pass over the queries; tuned on "
@@ -674,6 +757,8 @@ def main(argv: list[str] | None = None) -> int:
                 result["stopwords"] = measure_stopwords(
                     index, data, vectors, ids_of, pools, best_weight, (tune_ids, held_ids), record
                 )
+            if args.knobs:
+                result["knobs"] = measure_knobs(index, data, vectors, best_weight, record)
             if args.idf:
                 base = fused_run(pools, ids_of, weight=best_weight)
                 result["idf"] = measure_idf(

@@ -886,6 +886,28 @@ class Store:
         scores = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
         return rowids, scores
 
+    def fts_holding(self, term: str, limit: int) -> int:
+        """How many documents hold ``term`` (one term of
+        :func:`edge_colbert.lexical.fts_terms`), counted up to ``limit``."""
+        row = self._conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM documents_fts WHERE documents_fts MATCH ? "
+            "LIMIT ?)",
+            (term, int(limit)),
+        ).fetchone()
+        return int(row[0])
+
+    def collection_state(self) -> tuple[int, int]:
+        """A key that changes with every write that adds, replaces or deletes a document:
+        (``rowid_high``, ``tokens``): new rows always get higher rowids and a deletion
+        removes tokens (a document holds at least one)."""
+        values = dict(
+            self._conn.execute(
+                "SELECT key, value FROM meta WHERE key IN (?, ?)",
+                (schema.META_ROWID_HIGH, schema.META_TOKENS),
+            ).fetchall()
+        )
+        return int(values.get(schema.META_ROWID_HIGH, 0)), int(values.get(schema.META_TOKENS, 0))
+
     def fts_integrity_check(self) -> None:
         """Run FTS5's ``integrity-check`` on the full-text index (a write statement that
         changes nothing); raises ``sqlite3.DatabaseError`` when the index is damaged."""
