@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -107,6 +108,10 @@ def _hit(doc: StoredDocument, scored: _Scored) -> Hit:
     return Hit(doc.id, scored.score, doc.text, doc.metadata, scored.lexical, scored.semantic)
 
 
+# Rowids (sorted) and their MaxSim scores.
+Scores = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
+
+
 def _joined(
     ids: list[npt.NDArray[np.int64]], scores: list[npt.NDArray[np.float32]]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
@@ -137,6 +142,10 @@ def _top(
     return [(int(rowids[i]), float(scores[i])) for i in order]
 
 
+_First = TypeVar("_First")
+_Second = TypeVar("_Second")
+
+
 class Index:
     """A ColBERT index in one SQLite file.
 
@@ -146,6 +155,8 @@ class Index:
     deletes take turns (a lock within the process, SQLite's lock across processes) and
     commit whole or not at all; :meth:`close` may be called from any thread and closes
     every thread's connection. The in-memory prefilter is shared and updated under a lock.
+    A hybrid search runs the prefilter on the index's one helper thread while it asks the
+    full-text index, when no other search is using that thread.
 
     Args:
         path: the index file; created when absent (unless ``readonly``).
@@ -211,6 +222,10 @@ class Index:
         self.fusion: Fusion = "convex"
         self.fts_candidates: int = FTS_CANDIDATES
         self._term_frequencies = TermFrequencies()
+        # One helper thread per index runs a hybrid search's prefilter beside its FTS5 query.
+        self._helper: ThreadPoolExecutor | None = None
+        self._helper_lock = threading.Lock()
+        self._helper_free = threading.Lock()
         self.nprobe = DEFAULT_NPROBE if nprobe is None else int(nprobe)
         self.keep = keep
         self.train_tokens = int(train_tokens)
@@ -499,21 +514,43 @@ class Index:
     ) -> list[_Scored]:
         """The FTS top hits and the semantic candidates, all scored by exact MaxSim, fused."""
         terms = fts_terms(text)
-        lex_ids: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
-        lex_scores: npt.NDArray[np.float64] = np.zeros(0)
-        if terms:
+
+        def keyword() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+            if not terms:
+                return np.zeros(0, dtype=np.int64), np.zeros(0)
             # Documents that hold only terms of BM25 weight 0 are not keyword candidates
             # (TermFrequencies): fusion counts their millionths as no match.
-            lex_ids, lex_scores = self._store.fts_search(
-                " OR ".join(self._informative(terms)),
-                max(self.fts_candidates, k),
-                where=where,
+            return self._store.fts_search(
+                " OR ".join(self._informative(terms)), max(self.fts_candidates, k), where=where
             )
-        candidates = self._candidates(query, k, where, exhaustive, keep=self._keep(k, hybrid=True))
-        if candidates is None:
-            sem_ids, sem_scores = self._scores_all(query)
+
+        prefilter = self._prefilter
+        allowed, final = self._allowed(where, exhaustive, prefilter)
+        if final or prefilter is None:
+            lex_ids, lex_scores = keyword()
+            if allowed is None:
+                sem_ids, sem_scores = self._scores_all(query)
+            else:
+                sem_ids, sem_scores = self._scores(query, np.union1d(allowed, lex_ids))
         else:
-            sem_ids, sem_scores = self._scores(query, np.union1d(candidates, lex_ids))
+            keep = self._keep(k, hybrid=True)
+
+            def keyword_scored() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], Scores]:
+                # The keyword hits are read and scored while the prefilter still narrows.
+                ids, bm25 = keyword()
+                return ids, bm25, self._scores(query, ids)
+
+            narrowed, (lex_ids, lex_scores, scored) = self._side_by_side(
+                lambda: self._narrow(prefilter, query, k, allowed, keep), keyword_scored
+            )
+            candidates = self._settled(narrowed, k, allowed)
+            if candidates is None:
+                sem_ids, sem_scores = self._scores_all(query)
+            else:
+                rest = self._scores(query, np.setdiff1d(candidates, lex_ids, assume_unique=True))
+                sem_ids, sem_scores = _joined([scored[0], rest[0]], [scored[1], rest[1]])
+                order = np.argsort(sem_ids, kind="stable")
+                sem_ids, sem_scores = sem_ids[order], sem_scores[order]
         if sem_ids.size == 0:
             return []
         lexical = np.full(sem_ids.size, np.nan)
@@ -569,28 +606,79 @@ class Index:
     ) -> npt.NDArray[np.int64] | None:
         """The rowids to score exactly (None: every document); ``keep`` survive pruning."""
         prefilter = self._prefilter
-        allowed: npt.NDArray[np.int64] | None = None
-        if where is not None:
-            allowed, tokens = self._store.filter(where)
-            if allowed.size == 0:
-                return allowed
-            if exhaustive or prefilter is None or tokens <= EXACT_FILTER_TOKENS:
-                return allowed
-        if exhaustive or prefilter is None:
-            return None
+        allowed, final = self._allowed(where, exhaustive, prefilter)
+        if final or prefilter is None:
+            return allowed
+        return self._settled(self._narrow(prefilter, query, k, allowed, keep), k, allowed)
+
+    def _allowed(
+        self, where: Mapping[str, Any] | None, exhaustive: bool, prefilter: Prefilter | None
+    ) -> tuple[npt.NDArray[np.int64] | None, bool]:
+        """The rowids that ``where`` allows (None: no filter), and whether they are the
+        candidates already (no prefilter, an exhaustive search, or a small filtered set)."""
+        if where is None:
+            return None, exhaustive or prefilter is None
+        allowed, tokens = self._store.filter(where)
+        final = exhaustive or prefilter is None or tokens <= EXACT_FILTER_TOKENS
+        return allowed, final or allowed.size == 0
+
+    def _narrow(
+        self,
+        prefilter: Prefilter,
+        query: npt.NDArray[np.float32],
+        k: int,
+        allowed: npt.NDArray[np.int64] | None,
+        keep: int,
+    ) -> tuple[npt.NDArray[np.int64], bool]:
+        """The prefilter's candidates among ``allowed``, pruned to ``keep`` when they can
+        fill ``k`` (then the second item is True). Memory only, no SQLite: it may run on
+        the search helper thread (see :meth:`_side_by_side`)."""
         with self._mirror.lock:  # another thread may be posting into it
             candidates = prefilter.candidates(query, nprobe=self.nprobe)
-        if allowed is not None:
-            candidates = np.intersect1d(candidates, allowed, assume_unique=True)
+            if allowed is not None:
+                candidates = np.intersect1d(candidates, allowed, assume_unique=True)
+            if candidates.size < k:
+                return candidates, False
+            return prefilter.prune(query, candidates, keep=keep), True
+
+    def _settled(
+        self,
+        narrowed: tuple[npt.NDArray[np.int64], bool],
+        k: int,
+        allowed: npt.NDArray[np.int64] | None,
+    ) -> npt.NDArray[np.int64] | None:
+        """The candidates of :meth:`_narrow`, or every allowed document (None: all) when
+        they cannot fill ``k``: the exact answer is then cheap and complete."""
+        candidates, pruned = narrowed
         # The collection's size only matters when the candidates cannot fill k; counting
         # the rows costs 49 ms CPU at a million documents, so it is not done otherwise.
-        if candidates.size < k and candidates.size < (
+        if not pruned and candidates.size < (
             allowed.size if allowed is not None else self._store.count()
         ):
-            # Too few candidates to fill k: the exact answer is cheap to get and complete.
             return allowed
-        with self._mirror.lock:
-            return prefilter.prune(query, candidates, keep=keep)
+        return candidates
+
+    def _side_by_side(
+        self, in_memory: Callable[[], _First], here: Callable[[], _Second]
+    ) -> tuple[_First, _Second]:
+        """``in_memory()`` on the search helper thread while ``here()`` runs on this one
+        (FTS5 and numpy both let go of the GIL), or one after the other when another
+        search holds the helper: a search never waits for another's work."""
+        if not self._helper_free.acquire(blocking=False):
+            return in_memory(), here()
+        try:
+            with self._helper_lock:
+                if self._helper is None:
+                    self._helper = ThreadPoolExecutor(1, thread_name_prefix="edge-colbert-search")
+                helper = self._helper
+            future = helper.submit(in_memory)
+            try:
+                mine = here()
+            finally:
+                wait([future])  # the helper is free again before this search goes on
+            return future.result(), mine
+        finally:
+            self._helper_free.release()
 
     def _keep(self, k: int, *, hybrid: bool) -> int:
         """Candidates that survive pruning for a top-``k`` search: ``keep`` when given, else
@@ -740,6 +828,10 @@ class Index:
         """Close the file: every thread's connection. Callable from any thread; a write in
         progress in another thread finishes first. Later calls raise
         :class:`~edge_colbert.errors.IndexClosedError`."""
+        with self._helper_lock:
+            helper, self._helper = self._helper, None
+        if helper is not None:
+            helper.shutdown(wait=True)
         self._store.close()
 
     def __enter__(self) -> Index:

@@ -117,6 +117,27 @@ def test_eight_threads_search_while_one_adds_and_deletes(
     index.close()
 
 
+def test_hybrid_searches_share_the_helper_thread(tmp_path: Path, tiny_encoder: Encoder) -> None:
+    # A hybrid search runs its prefilter on the index's one helper thread when it is free,
+    # else on its own thread: from eight threads at once, the results are those of one.
+    index = Index(tmp_path / "helper.db", encoder=tiny_encoder, train_tokens=64)
+    for batch in range(6):
+        _add_batch(index, batch)
+    assert index.info()["centroids"] > 0  # the prefilter runs
+    queries = [doc_text(n) for n in range(0, 6 * BATCH, 3)]
+    expected = [[(h.id, h.score) for h in index.search(q, 5)] for q in queries]
+    assert any(t.name.startswith("edge-colbert-search") for t in threading.enumerate())
+    seen: list[list[list[tuple[str, float]]]] = []
+
+    def searcher() -> None:
+        seen.append([[(h.id, h.score) for h in index.search(q, 5)] for q in queries * 3])
+
+    assert not _run_threads([searcher] * READERS)
+    assert seen == [expected * 3] * READERS
+    index.close()
+    assert not any(t.name.startswith("edge-colbert-search") for t in threading.enumerate())
+
+
 def test_an_index_opened_in_one_thread_works_in_another(
     tmp_path: Path, tiny_encoder: Encoder
 ) -> None:
