@@ -1,4 +1,5 @@
-"""Token pooling: exact Ward clustering in numpy, pooled documents, the recorded factor."""
+"""Token pooling: exact Ward clustering in numpy (batched), pooled documents, the recorded
+factor."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_colbert import cli
+from edge_colbert import cli, pooling
 from edge_colbert.encoder import Encoder
 from edge_colbert.errors import IndexFileError, InvalidInputError
 from edge_colbert.index import Index
 from edge_colbert.pooling import MAX_POOL_FACTOR, pool_documents, ward_labels
+from edge_colbert.ward import batch_ward_labels
 
 TEXTS = [
     f"document {i} talks about {topic} and {other} with several more words to pool"
@@ -56,7 +58,7 @@ def _naive_ward(x: np.ndarray, clusters: int) -> np.ndarray:
 @pytest.mark.parametrize(("n", "clusters"), [(12, 6), (25, 9), (40, 20), (7, 1), (5, 5)])
 def test_ward_matches_the_definition(n: int, clusters: int) -> None:
     x = _unit(np.random.default_rng(n).standard_normal((n, 8)))
-    got = ward_labels(x, clusters, engine="numpy")
+    got = ward_labels(x, clusters)
     assert got.dtype == np.int64 and got.shape == (n,)
     assert sorted(set(got.tolist())) == list(range(clusters))
     assert _partition(got) == _partition(_naive_ward(x, clusters))
@@ -75,8 +77,29 @@ def test_ward_matches_scipy_on_token_sized_documents() -> None:
         ref = hierarchy.fcluster(
             hierarchy.linkage(x.astype(np.float64), "ward"), n // 2, "maxclust"
         )
-        assert _partition(ward_labels(x, n // 2, engine="numpy")) == _partition(np.asarray(ref))
-        assert _partition(ward_labels(x, n // 2)) == _partition(np.asarray(ref))  # via SciPy
+        assert _partition(ward_labels(x, n // 2)) == _partition(np.asarray(ref))
+
+
+def test_a_batch_clusters_each_set_as_if_alone() -> None:
+    # Sets of different sizes run in lockstep; each gets the partition of its own run, also
+    # where it has nothing to merge, one point, or asks for more clusters than points.
+    rng = np.random.default_rng(11)
+    sets = [_unit(rng.standard_normal((n, 8))) for n in (12, 1, 25, 3, 40, 7)]
+    wanted = [6, 1, 9, 5, 20, 7]
+    got = batch_ward_labels(sets, wanted)
+    for x, clusters, labels in zip(sets, wanted, got, strict=True):
+        assert labels.shape == (x.shape[0],)
+        assert _partition(labels) == _partition(_naive_ward(x, min(clusters, x.shape[0])))
+    assert batch_ward_labels([], []) == []
+
+
+def test_pooling_in_small_batches_equals_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    docs = [_unit(rng.standard_normal((n, 16))) for n in (9, 40, 3, 25, 17, 60, 2)]
+    whole = pool_documents(docs, 2)
+    monkeypatch.setattr(pooling, "WARD_BATCH_ENTRIES", 40 * 40)  # a document or two a batch
+    for a, b in zip(pool_documents(docs, 2), whole, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_pooled_documents_keep_the_first_token_and_unit_means() -> None:
