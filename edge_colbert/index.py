@@ -14,7 +14,8 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -142,8 +143,17 @@ def _top(
     return [(int(rowids[i]), float(scores[i])) for i in order]
 
 
-_First = TypeVar("_First")
-_Second = TypeVar("_Second")
+_Result = TypeVar("_Result")
+
+
+def _done_here(work: Callable[[], _Result]) -> Future[_Result]:
+    """``work`` run at once on this thread, as a finished future."""
+    future: Future[_Result] = Future()
+    try:
+        future.set_result(work())
+    except Exception as error:  # noqa: BLE001 - handed to whoever asks the future
+        future.set_exception(error)
+    return future
 
 
 class Index:
@@ -534,23 +544,25 @@ class Index:
                 sem_ids, sem_scores = self._scores(query, np.union1d(allowed, lex_ids))
         else:
             keep = self._keep(k, hybrid=True)
-
-            def keyword_scored() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], Scores]:
-                # The keyword hits are read and scored while the prefilter still narrows.
-                ids, bm25 = keyword()
-                return ids, bm25, self._scores(query, ids)
-
-            narrowed, (lex_ids, lex_scores, scored) = self._side_by_side(
-                lambda: self._narrow(prefilter, query, k, allowed, keep), keyword_scored
-            )
-            candidates = self._settled(narrowed, k, allowed)
-            if candidates is None:
-                sem_ids, sem_scores = self._scores_all(query)
-            else:
-                rest = self._scores(query, np.setdiff1d(candidates, lex_ids, assume_unique=True))
-                sem_ids, sem_scores = _joined([scored[0], rest[0]], [scored[1], rest[1]])
-                order = np.argsort(sem_ids, kind="stable")
-                sem_ids, sem_scores = sem_ids[order], sem_scores[order]
+            # The prefilter (memory only) runs on the helper thread while this thread asks
+            # FTS5 and reads the keyword hits' vectors (SQLite stays on this thread, in its
+            # snapshot); then the helper scores those while this one reads and scores the
+            # other candidates.
+            with self._beside() as beside:
+                narrowing = beside(lambda: self._narrow(prefilter, query, k, allowed, keep))
+                lex_ids, lex_scores = keyword()
+                keyword_packs = self._read(lex_ids)
+                candidates = self._settled(narrowing.result(), k, allowed)
+                if candidates is None:
+                    sem_ids, sem_scores = self._scores_all(query)
+                else:
+                    scoring = beside(lambda: self._score_packs(query, keyword_packs))
+                    rest = np.setdiff1d(candidates, lex_ids, assume_unique=True)
+                    rest_ids, rest_scores = self._score_packs(query, self._read(rest))
+                    hit_ids, hit_scores = scoring.result()
+                    sem_ids, sem_scores = _joined([hit_ids, rest_ids], [hit_scores, rest_scores])
+                    order = np.argsort(sem_ids, kind="stable")
+                    sem_ids, sem_scores = sem_ids[order], sem_scores[order]
         if sem_ids.size == 0:
             return []
         lexical = np.full(sem_ids.size, np.nan)
@@ -632,7 +644,7 @@ class Index:
     ) -> tuple[npt.NDArray[np.int64], bool]:
         """The prefilter's candidates among ``allowed``, pruned to ``keep`` when they can
         fill ``k`` (then the second item is True). Memory only, no SQLite: it may run on
-        the search helper thread (see :meth:`_side_by_side`)."""
+        the search helper thread (see :meth:`_beside`)."""
         with self._mirror.lock:  # another thread may be posting into it
             candidates = prefilter.candidates(query, nprobe=self.nprobe)
             if allowed is not None:
@@ -658,26 +670,30 @@ class Index:
             return allowed
         return candidates
 
-    def _side_by_side(
-        self, in_memory: Callable[[], _First], here: Callable[[], _Second]
-    ) -> tuple[_First, _Second]:
-        """``in_memory()`` on the search helper thread while ``here()`` runs on this one
-        (FTS5 and numpy both let go of the GIL), or one after the other when another
-        search holds the helper: a search never waits for another's work."""
+    @contextmanager
+    def _beside(self) -> Iterator[Callable[[Callable[[], _Result]], Future[_Result]]]:
+        """A way to run memory-only work (no SQLite) on the index's helper thread while
+        this thread goes on: ``beside(work)`` returns its future. When another search holds
+        the helper, ``beside`` runs the work at once, here: a search never waits for
+        another's work. On leaving, the helper has finished everything given to it."""
         if not self._helper_free.acquire(blocking=False):
-            return in_memory(), here()
+            yield _done_here
+            return
+        given: list[Future[Any]] = []
         try:
             with self._helper_lock:
                 if self._helper is None:
                     self._helper = ThreadPoolExecutor(1, thread_name_prefix="edge-colbert-search")
                 helper = self._helper
-            future = helper.submit(in_memory)
-            try:
-                mine = here()
-            finally:
-                wait([future])  # the helper is free again before this search goes on
-            return future.result(), mine
+
+            def beside(work: Callable[[], _Result]) -> Future[_Result]:
+                future = helper.submit(work)
+                given.append(future)
+                return future
+
+            yield beside
         finally:
+            wait(given)  # the helper is idle before another search may take it
             self._helper_free.release()
 
     def _keep(self, k: int, *, hybrid: bool) -> int:
@@ -700,14 +716,23 @@ class Index:
         self, query: npt.NDArray[np.float32], rowids: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Exact MaxSim of the given documents (rowids sorted), read in bounded chunks."""
-        found_ids: list[npt.NDArray[np.int64]] = []
-        found_scores: list[npt.NDArray[np.float32]] = []
+        return self._score_packs(query, self._read(rowids))
+
+    def _read(self, rowids: npt.NDArray[np.int64]) -> list[PackedVectors]:
+        """The stored vectors of these documents, in packs of at most SCORE_DOCS."""
         ordered = np.sort(rowids)
-        for start in range(0, ordered.size, SCORE_DOCS):
-            pack = self._store.vectors(ordered[start : start + SCORE_DOCS].tolist())
-            found_ids.append(pack.rowids)
-            found_scores.append(self._score_pack(query, pack))
-        return _joined(found_ids, found_scores)
+        return [
+            self._store.vectors(ordered[start : start + SCORE_DOCS].tolist())
+            for start in range(0, ordered.size, SCORE_DOCS)
+        ]
+
+    def _score_packs(
+        self, query: npt.NDArray[np.float32], packs: list[PackedVectors]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Exact MaxSim of the documents in ``packs`` (memory only), rowids sorted."""
+        return _joined(
+            [pack.rowids for pack in packs], [self._score_pack(query, pack) for pack in packs]
+        )
 
     def _scores_all(
         self, query: npt.NDArray[np.float32]
