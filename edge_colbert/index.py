@@ -75,6 +75,8 @@ SEARCH_MODES = ("hybrid", "semantic", "keyword")
 DEFAULT_MODE = "hybrid"
 # Keyword hits joined to the prefilter's candidates in a hybrid search.
 FTS_CANDIDATES = 100
+# Hybrid search keeps 1/HYBRID_KEEP_SHARE of semantic search's pruning survivors (_keep).
+HYBRID_KEEP_SHARE = 4
 
 
 @dataclass(frozen=True)
@@ -698,14 +700,15 @@ class Index:
 
     def _keep(self, k: int, *, hybrid: bool) -> int:
         """Candidates that survive pruning for a top-``k`` search: ``keep`` when given, else
-        :func:`~edge_colbert.prefilter.default_keep`, halved in hybrid search, where the
-        keyword hits are candidates too (on the tune half of scifact-dev, 128 instead of 256
-        kept nDCG@10, 0.7366 against 0.7357, and 0.983 of the exhaustive top 10 at two
-        thirds of the tokens scored; docs/hybrid.md)."""
+        :func:`~edge_colbert.prefilter.default_keep`, a quarter of it in hybrid search, where
+        the keyword hits are candidates too. On scifact-dev (``benchmarks/hybrid.py
+        --knobs``, k=10) a quarter, a half and all of 320 kept nDCG@10 0.7326, 0.7332 and
+        0.7334 on the tune half: the smallest within 0.001 of the best is used (held-out
+        0.7317; docs/hybrid.md)."""
         if self.keep is not None:
             return self.keep
         keep = default_keep(min(k, 1 << 20))
-        return max(1, keep // 2) if hybrid else keep
+        return max(1, keep // HYBRID_KEEP_SHARE) if hybrid else keep
 
     def _score_pack(self, query: npt.NDArray[np.float32], pack: PackedVectors) -> Any:
         if pack.codec is None:
