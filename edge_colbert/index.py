@@ -29,7 +29,7 @@ from edge_colbert.lexical import DEFAULT_LEXICAL_WEIGHT, Fusion, fts_query, fuse
 from edge_colbert.maxsim import maxsim_float_packed, maxsim_int8_packed, maxsim_scores
 from edge_colbert.mirror import PrefilterMirror
 from edge_colbert.pooling import check_pool_factor, pool_documents, settle_pool_factor
-from edge_colbert.prefilter import DEFAULT_NPROBE, Prefilter, default_keep
+from edge_colbert.prefilter import Prefilter, search_settings
 from edge_colbert.quantize import dequantize_int8, quantize_int8
 from edge_colbert.store import ModelInfo, NewDocument, PackedVectors, Store, StoredDocument
 from edge_colbert.training import (
@@ -148,9 +148,9 @@ class Index:
             :class:`~edge_colbert.errors.ReadOnlyIndexError` (an ``IndexFileError``).
         timeout: seconds to wait for another writer before
             :class:`~edge_colbert.errors.IndexBusyError`.
-        nprobe: centroids probed per query token (default
-            :data:`~edge_colbert.prefilter.DEFAULT_NPROBE`).
-        keep: candidates kept after pruning (default ``default_keep(k)``).
+        nprobe: centroids probed per query token (default: grows with the collection,
+            :func:`~edge_colbert.prefilter.search_settings`).
+        keep: candidates kept after pruning (default: ``search_settings(documents, k)``).
         train_tokens: stored tokens at which centroids are first trained.
         mmap: read the file through a memory map (the default): faster searches, and the
             pages they touch count in the process's resident memory (shared between reader
@@ -203,10 +203,14 @@ class Index:
         self.lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
         self.fusion: Fusion = "convex"
         self.fts_candidates: int = FTS_CANDIDATES
-        self.nprobe = DEFAULT_NPROBE if nprobe is None else int(nprobe)
+        self.nprobe = None if nprobe is None else int(nprobe)
         self.keep = keep
         self.train_tokens = int(train_tokens)
-        if self.nprobe < 1 or (keep is not None and keep < 1) or self.train_tokens < 1:
+        if (
+            (self.nprobe is not None and self.nprobe < 1)
+            or (keep is not None and keep < 1)
+            or self.train_tokens < 1
+        ):
             raise InvalidInputError(
                 f"nprobe, keep and train_tokens must be >= 1; got {nprobe}, {keep}, {train_tokens}."
             )
@@ -547,8 +551,11 @@ class Index:
                 return allowed
         if exhaustive or prefilter is None:
             return None
+        # The knobs grow with the collection (prefilter.search_settings).
+        settings = search_settings(prefilter.num_documents, min(k, 1 << 20))
+        nprobe = settings.nprobe if self.nprobe is None else self.nprobe
         with self._mirror.lock:  # another thread may be posting into it
-            candidates = prefilter.candidates(query, nprobe=self.nprobe)
+            candidates = prefilter.candidates(query, nprobe=nprobe, limit=settings.candidates)
         if allowed is not None:
             candidates = np.intersect1d(candidates, allowed, assume_unique=True)
         # The collection's size only matters when the candidates cannot fill k; counting
@@ -558,7 +565,7 @@ class Index:
         ):
             # Too few candidates to fill k: the exact answer is cheap to get and complete.
             return allowed
-        keep = self.keep if self.keep is not None else default_keep(min(k, 1 << 20))
+        keep = self.keep if self.keep is not None else settings.keep
         with self._mirror.lock:
             return prefilter.prune(query, candidates, keep=keep)
 

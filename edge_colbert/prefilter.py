@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +50,9 @@ __all__ = [
     "DEFAULT_KEEP",
     "DEFAULT_NPROBE",
     "Prefilter",
+    "SearchSettings",
     "default_keep",
+    "search_settings",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,6 +74,37 @@ def default_keep(k: int) -> int:
     return max(DEFAULT_KEEP, 32 * k)
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """The prefilter's knobs for one search: centroids probed per query token, stage-1
+    candidates, and candidates kept after pruning (scored by exact MaxSim)."""
+
+    nprobe: int
+    candidates: int
+    keep: int
+
+
+# Above this many documents the knobs grow with the collection (see search_settings).
+LARGE_COLLECTION = 200_000
+
+
+def search_settings(documents: int, k: int) -> SearchSettings:
+    """The default knobs for a top-``k`` search over ``documents`` posted documents.
+
+    Up to :data:`LARGE_COLLECTION` documents: :data:`DEFAULT_NPROBE`,
+    :data:`DEFAULT_CANDIDATES` and :func:`default_keep` (chosen on SciFact, 5k documents,
+    and measured at 10k and 100k replicated documents: top-10 overlap 0.97-0.98 with
+    exhaustive). Beyond, each centroid's posting list holds more documents and more of
+    them score close to the true top ten, so the probe widens and more candidates survive
+    pruning: nprobe 8 and at least 512 kept at a million documents lifted the overlap
+    from 0.927 to 0.95+ (``benchmarks/prefilter_sweep.py --index``, docs/benchmarks.md).
+    """
+    keep = default_keep(k)
+    if documents <= LARGE_COLLECTION:
+        return SearchSettings(DEFAULT_NPROBE, DEFAULT_CANDIDATES, keep)
+    return SearchSettings(2 * DEFAULT_NPROBE, DEFAULT_CANDIDATES, max(keep, 2 * DEFAULT_KEEP))
+
+
 def _gather_segments(
     indptr: npt.NDArray[np.int64], which: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -85,20 +119,45 @@ def _gather_segments(
     return np.repeat(shift, lengths) + np.arange(total, dtype=np.int64), lengths
 
 
-def _sorted_unique_within(flat: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> bool:
+def _sorted_unique_within(flat: npt.NDArray[np.integer], lengths: npt.NDArray[np.int64]) -> bool:
     """Whether every segment of ``flat`` (CSR by ``lengths``) is strictly increasing.
 
-    A linear check: what the store and the training write is already sorted and unique,
-    so the sort that would otherwise order the entries is skipped.
+    A linear check in ``flat``'s own dtype (no int64 copy: at a million documents the ids
+    are 48 MB as uint16, 190 MB as int64): what the store and the training write is
+    already sorted and unique, so the sort that would otherwise order the entries is
+    skipped.
     """
     if flat.size < 2:
         return True
-    rising = np.diff(flat) > 0
+    rising = flat[1:] > flat[:-1]
     # A segment boundary may fall anywhere; only steps inside a segment must rise.
     boundary = np.cumsum(lengths)[:-1] - 1
     boundary = boundary[(boundary >= 0) & (boundary < rising.size)]
     rising[boundary] = True
     return bool(rising.all())
+
+
+def _by_centroid(
+    doc_indptr: npt.NDArray[np.int64], doc_cents: npt.NDArray[np.unsignedinteger], count: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
+    """The centroid view of a document view: ``(indptr [count + 1], document slots)``, each
+    centroid's slots rising.
+
+    Linear in the postings: a stable radix sort of the (16-bit) ids, the document slot of
+    each entry from a running count of document starts, and each centroid's range found
+    by binary search in the sorted ids (``bincount`` would first widen them to int64).
+    """
+    entries = doc_cents.size
+    if entries == 0:
+        return np.zeros(count + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
+    order = np.argsort(doc_cents, kind="stable")  # radix sort for 16-bit ids
+    # Entry e belongs to the document whose start is the last one <= e: mark each start
+    # (documents in the view are never empty, so starts differ) and count the marks.
+    starts = np.zeros(entries, dtype=np.int32)
+    starts[doc_indptr[1:-1]] = 1
+    slot_of_entry = np.cumsum(starts, dtype=np.int32)
+    indptr = np.searchsorted(doc_cents[order], np.arange(count + 1), side="left").astype(np.int64)
+    return indptr, slot_of_entry[order]
 
 
 class Prefilter:
@@ -246,7 +305,14 @@ class Prefilter:
             )
         r = r.astype(np.int64)
         n = np.asarray(lengths, dtype=np.int64).reshape(-1)
-        f = np.asarray(flat).reshape(-1).astype(np.int64)
+        f = np.asarray(flat).reshape(-1)
+        if f.size and not np.issubdtype(f.dtype, np.integer):
+            raise InvalidInputError(
+                f"centroid ids must be integers; got dtype {f.dtype}. Pass the ids "
+                "Prefilter.assign returned."
+            )
+        if not f.size:
+            f = f.astype(np.int64)
         if r.shape[0] != n.shape[0]:
             raise InvalidInputError(
                 f"{r.shape[0]} rowids but {n.shape[0]} centroid arrays; pass one "
@@ -268,7 +334,9 @@ class Prefilter:
             keep = n > 0
             indptr = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
             np.cumsum(n[keep], out=indptr[1:])
-            return r[keep], indptr, f.astype(self._id_dtype)
+            # copy=False: ids read from the file already have the compact dtype.
+            return r[keep], indptr, f.astype(self._id_dtype, copy=False)
+        f = f.astype(np.int64)
         # Unsorted input (callers outside this package): one sort orders entries by
         # document, then centroid, and drops repeats.
         slot = np.argsort(r, kind="stable")
@@ -418,16 +486,9 @@ class Prefilter:
         rebuilding the centroid view first if adds or discards made it stale."""
         with self._lock:
             if self._stale:
-                cents = self._doc_cents
-                order = np.argsort(cents, kind="stable")  # radix sort for 16-bit ids
-                slot_of_entry = np.repeat(
-                    np.arange(self._doc_rowids.size, dtype=np.int32), np.diff(self._doc_indptr)
+                self._post_indptr, self._post_slots = _by_centroid(
+                    self._doc_indptr, self._doc_cents, self.num_centroids
                 )
-                self._post_slots = slot_of_entry[order]
-                counts = np.bincount(cents, minlength=self.num_centroids)
-                indptr = np.zeros(self.num_centroids + 1, dtype=np.int64)
-                np.cumsum(counts, out=indptr[1:])
-                self._post_indptr = indptr
                 self._stale = False
             return (
                 self._doc_rowids,
