@@ -6,9 +6,9 @@ A search narrows the collection in two stages before exact MaxSim over the int8 
 
 1. :meth:`Prefilter.candidates`: every query token scores all centroids exactly
    (``q @ C.T``, one small matmul) and probes its ``nprobe`` best. A document posted under
-   a probed centroid earns, for that token, the centroid's score above the token's *floor*
-   (the best score among the centroids not probed); its stage-1 score is the sum over
-   query tokens. Centroids posted by more than :data:`COMMON_FRACTION` of all documents
+   a probed centroid earns the centroid's score above the token's *floor* (the best score
+   among the centroids not probed); its stage-1 score is the sum over the (token, probed
+   centroid) pairs it is posted under. Centroids posted by more than :data:`COMMON_FRACTION` of all documents
    (the [CLS]/[D] markers, punctuation) say nothing about which document to pick: their
    score raises the floor for everyone instead of touching every document. The ``limit``
    best documents are the candidates.
@@ -152,9 +152,14 @@ def _by_centroid(
         return np.zeros(count + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
     order = np.argsort(doc_cents, kind="stable")  # radix sort for 16-bit ids
     # Entry e belongs to the document whose start is the last one <= e: mark each start
-    # (documents in the view are never empty, so starts differ) and count the marks.
-    starts = np.zeros(entries, dtype=np.int32)
-    starts[doc_indptr[1:-1]] = 1
+    # and count the marks. Documents in the view are never empty (so starts differ and a
+    # plain assignment marks them); an empty one would share its start with the next.
+    starts = np.zeros(entries + 1, dtype=np.int32)
+    if np.any(doc_indptr[1:] == doc_indptr[:-1]):
+        np.add.at(starts, doc_indptr[1:-1], 1)
+    else:
+        starts[doc_indptr[1:-1]] = 1
+    starts = starts[:entries]
     slot_of_entry = np.cumsum(starts, dtype=np.int32)
     indptr = np.searchsorted(doc_cents[order], np.arange(count + 1), side="left").astype(np.int64)
     return indptr, slot_of_entry[order]
@@ -545,22 +550,18 @@ class Prefilter:
         # A common centroid counts as held by every document: it raises the floor.
         common_best = np.where(common[top], values, -np.inf).max(axis=1)
         floor = np.maximum(floor, common_best)
-        bonus = np.zeros(n_docs, dtype=np.float32)
-        best = np.zeros(n_docs, dtype=np.float32)
-        for i in range(q.shape[0]):
-            ascending = np.argsort(values[i])
-            touched: list[npt.NDArray[np.int32]] = []
-            for j in ascending:
-                c = int(top[i, j])
-                gain = float(values[i, j] - floor[i])
-                if gain <= 0.0 or common[c]:
-                    continue
-                slots = post_slots[post_indptr[c] : post_indptr[c + 1]]
-                best[slots] = gain  # ascending order: a document keeps its best centroid
-                touched.append(slots)
-            if touched:
-                hit = np.concatenate(touched) if len(touched) > 1 else touched[0]
-                bonus[hit] += best[hit]  # repeated slots add once: the same value each
+        gain = values - floor[:, None]
+        useful = (gain > 0) & ~common[top]
+        # Every (token, probed centroid) pair adds its gain to each document posted under
+        # it, in one weighted count over all the pairs' postings: no Python step per token
+        # or centroid (a per-token maximum took 3x the CPU at a million documents, 40
+        # against 13 ms at nprobe 8, for the same overlap at 100k documents).
+        positions, lengths = _gather_segments(post_indptr, top[useful].astype(np.int64))
+        bonus = np.bincount(
+            post_slots[positions],
+            weights=np.repeat(gain[useful].astype(np.float64), lengths),
+            minlength=n_docs,
+        )
         found = np.flatnonzero(bonus > 0)
         if found.size > limit:
             found = found[np.argpartition(-bonus[found], limit - 1)[:limit]]
