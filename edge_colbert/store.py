@@ -789,6 +789,8 @@ class Store:
             rowid_parts.append(rowids)
             length_parts.append(sizes // width)
             blobs.append(blob)
+            if int(rowids.min()) <= after:  # a damaged B-tree must not loop forever
+                raise ValueError(f"doc_centroids rows out of order after rowid {after}")
             after = int(rowids.max())
             if count < FLAT_CHUNK_ROWS:
                 break
