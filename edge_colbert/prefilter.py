@@ -8,9 +8,10 @@ A search narrows the collection in two stages before exact MaxSim over the int8 
    (``q @ C.T``, one small matmul) and probes its ``nprobe`` best. A document posted under
    a probed centroid earns the centroid's score above the token's *floor* (the best score
    among the centroids not probed); its stage-1 score is the sum over the (token, probed
-   centroid) pairs it is posted under. Centroids posted by more than :data:`COMMON_FRACTION` of all documents
-   (the [CLS]/[D] markers, punctuation) say nothing about which document to pick: their
-   score raises the floor for everyone instead of touching every document. The ``limit``
+   centroid) pairs it is posted under. Centroids posted by more than
+   :data:`COMMON_FRACTION` of all documents (the [CLS]/[D] markers, punctuation) say
+   nothing about which document to pick: their score raises the floor for everyone
+   instead of touching every document. The ``limit``
    best documents are the candidates.
 2. :meth:`Prefilter.prune`: PLAID's centroid interaction, ``sum_i max_{c in doc} q_i . c``
    (MaxSim with every document token replaced by its centroid), computed exactly from each
@@ -84,25 +85,35 @@ class SearchSettings:
     keep: int
 
 
-# Above this many documents the knobs grow with the collection (see search_settings).
+# Up to this many documents the knobs are the ones chosen on SciFact (see search_settings).
 LARGE_COLLECTION = 200_000
+# The stage-1 candidates and the kept candidates grow by this factor at most (reached at
+# LARGE_COLLECTION * 2.5, 500,000 documents; measured at 1M).
+_MAX_GROWTH = 4
 
 
 def search_settings(documents: int, k: int) -> SearchSettings:
     """The default knobs for a top-``k`` search over ``documents`` posted documents.
 
-    Up to :data:`LARGE_COLLECTION` documents: :data:`DEFAULT_NPROBE`,
-    :data:`DEFAULT_CANDIDATES` and :func:`default_keep` (chosen on SciFact, 5k documents,
-    and measured at 10k and 100k replicated documents: top-10 overlap 0.97-0.98 with
-    exhaustive). Beyond, each centroid's posting list holds more documents and more of
-    them score close to the true top ten, so the probe widens and more candidates survive
-    pruning: nprobe 8 and at least 512 kept at a million documents lifted the overlap
-    from 0.927 to 0.95+ (``benchmarks/prefilter_sweep.py --index``, docs/benchmarks.md).
+    Up to :data:`LARGE_COLLECTION` documents: nprobe :data:`DEFAULT_NPROBE` (4),
+    :data:`DEFAULT_CANDIDATES` (2,048) stage-1 candidates and :func:`default_keep` kept,
+    as chosen on SciFact (5k documents); at 100k replicated documents these keep the
+    top-10 overlap with exhaustive at 0.97-0.99 in about 10 CPU-ms. Beyond, more documents
+    score close to the true top ten, and the candidates (not the probes) are what runs
+    short: the stage-1 candidates and the kept ones double up to 500,000 documents and
+    quadruple beyond (8,192 candidates, ``max(1024, 32k)`` kept). At 1M documents this
+    lifted the overlap from 0.86 to 0.95 on 50 tuning queries (0.98 on the 30 held-out
+    ones) at about 35 CPU-ms; nprobe 6, 8 or 12 did not help at equal candidates
+    (``benchmarks/prefilter_sweep.py --index``, docs/benchmarks.md "Scaling"). Beyond 1M
+    documents the values are the 1M ones, not measured.
     """
     keep = default_keep(k)
     if documents <= LARGE_COLLECTION:
         return SearchSettings(DEFAULT_NPROBE, DEFAULT_CANDIDATES, keep)
-    return SearchSettings(2 * DEFAULT_NPROBE, DEFAULT_CANDIDATES, max(keep, 2 * DEFAULT_KEEP))
+    growth = 2 if documents <= LARGE_COLLECTION * 5 // 2 else _MAX_GROWTH
+    return SearchSettings(
+        DEFAULT_NPROBE, growth * DEFAULT_CANDIDATES, max(keep, growth * DEFAULT_KEEP)
+    )
 
 
 def _gather_segments(
@@ -554,8 +565,10 @@ class Prefilter:
         useful = (gain > 0) & ~common[top]
         # Every (token, probed centroid) pair adds its gain to each document posted under
         # it, in one weighted count over all the pairs' postings: no Python step per token
-        # or centroid (a per-token maximum took 3x the CPU at a million documents, 40
-        # against 13 ms at nprobe 8, for the same overlap at 100k documents).
+        # or centroid. A per-token maximum (each document counted once per token) took 3x
+        # the CPU at 1M documents (40 against 13 ms at nprobe 8) and picks a better 2,048
+        # there (held-out overlap 0.957 against 0.913 at keep 512), but the sum with twice
+        # the candidates does better at the same CPU (search_settings); equal at 100k.
         positions, lengths = _gather_segments(post_indptr, top[useful].astype(np.int64))
         bonus = np.bincount(
             post_slots[positions],

@@ -4,6 +4,7 @@ time, and the search knobs grow with the collection (prefilter.search_settings).
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -135,10 +136,10 @@ def test_settings_keep_small_collections_as_they_were() -> None:
 def test_settings_grow_with_the_collection() -> None:
     sizes = [LARGE_COLLECTION, LARGE_COLLECTION + 1, 1_000_000, 10_000_000]
     settings = [search_settings(n, 10) for n in sizes]
-    for small, large in zip(settings, settings[1:], strict=False):
+    for small, large in itertools.pairwise(settings):
         assert large.nprobe >= small.nprobe and large.keep >= small.keep
         assert large.candidates >= small.candidates
     million = search_settings(1_000_000, 10)
-    assert million.nprobe > DEFAULT_NPROBE and million.keep > default_keep(10)
-    assert million.candidates >= million.keep
+    assert million.candidates > DEFAULT_CANDIDATES and million.keep > default_keep(10)
+    assert million.candidates >= million.keep and million.nprobe >= DEFAULT_NPROBE
     assert search_settings(1_000_000, 100).keep >= default_keep(100)  # deep lists stay deep
