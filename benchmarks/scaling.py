@@ -480,7 +480,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.index and len(args.sizes) != 1:
+    if args.index and not args.phase and len(args.sizes) != 1:
         p.error("--index measures one file: give its size as the one --sizes value")
     if any(s % BATCH_DOCS for s in args.sizes) or sorted(args.sizes) != args.sizes:
         p.error(f"--sizes must be increasing multiples of {BATCH_DOCS}")

@@ -87,9 +87,9 @@ class SearchSettings:
 
 # Up to this many documents the knobs are the ones chosen on SciFact (see search_settings).
 LARGE_COLLECTION = 200_000
-# The stage-1 candidates and the kept candidates grow by this factor at most (reached at
-# LARGE_COLLECTION * 2.5, 500,000 documents; measured at 1M).
-_MAX_GROWTH = 4
+# Above LARGE_COLLECTION and up to MID_COLLECTION documents: twice the candidates, at
+# least 512 kept; beyond, four times and at least 768 (see search_settings).
+MID_COLLECTION = 500_000
 
 
 def search_settings(documents: int, k: int) -> SearchSettings:
@@ -98,22 +98,21 @@ def search_settings(documents: int, k: int) -> SearchSettings:
     Up to :data:`LARGE_COLLECTION` documents: nprobe :data:`DEFAULT_NPROBE` (4),
     :data:`DEFAULT_CANDIDATES` (2,048) stage-1 candidates and :func:`default_keep` kept,
     as chosen on SciFact (5k documents); at 100k replicated documents these keep the
-    top-10 overlap with exhaustive at 0.97-0.99 in about 10 CPU-ms. Beyond, more documents
+    top-10 overlap with exhaustive at 0.97-0.99 in about 14 CPU-ms. Beyond, more documents
     score close to the true top ten, and the candidates (not the probes) are what runs
-    short: the stage-1 candidates and the kept ones double up to 500,000 documents and
-    quadruple beyond (8,192 candidates, ``max(1024, 32k)`` kept). At 1M documents this
-    lifted the overlap from 0.86 to 0.95 on 50 tuning queries (0.98 on the 30 held-out
-    ones) at about 35 CPU-ms; nprobe 6, 8 or 12 did not help at equal candidates
+    short: up to 500,000 documents twice the stage-1 candidates and at least 512 kept,
+    beyond four times (8,192) and at least 768 kept. At 1M documents this lifted the
+    overlap from 0.82 to 0.94 on 50 tuning queries and from 0.86 to 0.98 on the 30
+    held-out ones that ``benchmarks/scaling.py`` reports; nprobe 6, 8 or 12 did not help
+    at equal candidates, and 1,024 kept gained 0.006 for a third more exact scoring
     (``benchmarks/prefilter_sweep.py --index``, docs/benchmarks.md "Scaling"). Beyond 1M
     documents the values are the 1M ones, not measured.
     """
     keep = default_keep(k)
     if documents <= LARGE_COLLECTION:
         return SearchSettings(DEFAULT_NPROBE, DEFAULT_CANDIDATES, keep)
-    growth = 2 if documents <= LARGE_COLLECTION * 5 // 2 else _MAX_GROWTH
-    return SearchSettings(
-        DEFAULT_NPROBE, growth * DEFAULT_CANDIDATES, max(keep, growth * DEFAULT_KEEP)
-    )
+    factor, kept = (2, 512) if documents <= MID_COLLECTION else (4, 768)
+    return SearchSettings(DEFAULT_NPROBE, factor * DEFAULT_CANDIDATES, max(keep, kept))
 
 
 def _gather_segments(
