@@ -196,9 +196,7 @@ def collect_per_token(
             lex_ids, lex_scores = (
                 store.fts_search(match, 100) if match else (np.zeros(0, np.int64), np.zeros(0))
             )
-            candidates = index._candidates(
-                vectors[i], 100, None, False, keep=index._keep(100, hybrid=True)
-            )
+            candidates = index._candidates(vectors[i], 100, None, False, hybrid=True)
             if candidates is None:
                 raise SystemExit("--idf needs an index with centroids (no exhaustive scan)")
             pack = store.vectors(np.union1d(candidates, lex_ids).tolist())
@@ -530,9 +528,7 @@ def collect(
             lex_ids, lex_scores = (
                 store.fts_search(match, 100) if match else (np.zeros(0, np.int64), np.zeros(0))
             )
-            candidates = index._candidates(
-                vectors[i], 100, None, exhaustive, keep=index._keep(100, hybrid=True)
-            )
+            candidates = index._candidates(vectors[i], 100, None, exhaustive, hybrid=True)
             if candidates is None:
                 sem_ids, sem_scores = index._scores_all(vectors[i])
                 candidates = sem_ids

@@ -14,8 +14,16 @@ about 19 CPU-minutes and one exhaustive search (the overlap reference) about 13 
 ``--overlap-queries`` bounds how many run. Each stage's figures are kept in
 ``WORK/results.json``; ``--from-results`` writes the tables again from it.
 
+``--index FILE`` measures an index file an earlier run built (one size, nothing is built
+or written to it), e.g. after a change to the search path. ``--reference FILE`` takes the
+exhaustive top-10s from a JSON cache (made by one batched pass over the stored vectors if
+absent: :func:`benchmarks.prefilter_sweep.exact_top10`), so the overlap covers every query
+and the ``--overlap-queries`` exhaustive searches only time the exhaustive search.
+
     python benchmarks/scaling.py [--sizes 10000 100000 1000000] [--max-tokens 32]
         [--queries 30] [--overlap-queries 30] [--codec residual2] [--out docs/benchmarks.md]
+    python benchmarks/scaling.py --index WORK/scaling.db --sizes 1000000 --max-tokens 32
+        --queries 30 --overlap-queries 3 --reference WORK/exact.json
 """
 
 from __future__ import annotations
@@ -213,7 +221,7 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     before = _resident()
     clock = common.Stopwatch()
     index = Index(
-        args.work / "scaling.db",
+        _db(args),
         encoder=PrecomputedEncoder(),  # type: ignore[arg-type]
         readonly=True,
         mmap=not args.no_mmap,
@@ -248,6 +256,15 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     exhaustive_memory = meter.report()
     pairs = zip(tops["prefilter"][: len(checked)], tops["exhaustive"], strict=True)
     overlaps = [common.overlap_at_k(found, exact) for found, exact in pairs]
+    if args.reference and not args.no_mmap:
+        reference = _reference_ids(args, queries, index)
+        for exact, theirs in zip(reference, tops["exhaustive"], strict=False):
+            if exact != theirs:  # the cache must say what the index's own exhaustive says
+                logger.warning("reference top-10 %s differs from exhaustive %s", exact, theirs)
+        overlaps = [
+            common.overlap_at_k(found, exact)
+            for found, exact in zip(tops["prefilter"], reference, strict=True)
+        ]
     index.close()
     return {
         "open_ms": open_seconds * 1000,
@@ -268,6 +285,34 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- report and command line
+
+
+def _db(args: argparse.Namespace) -> Path:
+    """The index file measured: ``--index``, else the one the run grows in ``--work``."""
+    return Path(args.index) if args.index else args.work / "scaling.db"
+
+
+def _reference_ids(args: argparse.Namespace, queries: list[Any], index: Any) -> list[list[str]]:
+    """The exhaustive top-10 ids of ``queries`` from the ``--reference`` cache (made if
+    absent, by one batched pass over the stored vectors)."""
+    from benchmarks.prefilter_sweep import exact_top10
+
+    rowids = exact_top10(_db(args), queries, args.reference)
+    docs = index.store.documents(sorted({r for top in rowids for r in top}))
+    return [[docs[r].id for r in top] for top in rowids]
+
+
+def phase_reuse(args: argparse.Namespace) -> dict[str, Any]:
+    """The build row of an existing file (``--index``): what it holds, nothing timed."""
+    from edge_colbert import Index
+
+    with Index(_db(args), encoder=PrecomputedEncoder(), readonly=True) as index:  # type: ignore[arg-type]
+        info = index.info()
+    if info["documents"] != args.size:
+        raise SystemExit(
+            f"{_db(args)} holds {info['documents']} documents, not --sizes {args.size}"
+        )
+    return {"added": 0, "reused": True, "info": info, "file_bytes": common.file_bytes(_db(args))}
 
 
 def _code_bytes(info: dict[str, Any]) -> int:
@@ -312,6 +357,13 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[s
     for r in rows:
         b, info = r["build"], r["build"]["info"]
         encoded += b.get("encoded_tokens", 0)
+        if b.get("reused"):  # measured on a file an earlier run built: nothing was timed
+            lines.append(
+                f"| {r['size']:,} | {info['tokens']:,} | {_mib(b['file_bytes'])} "
+                f"| {b['file_bytes'] / info['tokens']:.1f} (stored tokens) "
+                f"| {info['centroids']:,} | (file reused) | - | - |"
+            )
+            continue
         lines.append(
             f"| {r['size']:,} | {info['tokens']:,} | {_mib(b['file_bytes'])} "
             f"| {b['file_bytes'] / (encoded or info['tokens']):.1f} "
@@ -410,12 +462,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="write the table from a results.json that an earlier run left in its --work "
         "folder, without running anything (the other options must match that run's)",
     )
+    p.add_argument(
+        "--index",
+        type=Path,
+        help="measure this existing file (built by an earlier run; one size) instead of "
+        "building one; it is opened read-only",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        help="JSON cache of the exhaustive top-10s (made if absent): the overlap covers "
+        "every query, and --overlap-queries exhaustive searches only time the exhaustive",
+    )
     p.add_argument("--phase", choices=("build", "search"), help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--no-mmap", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.index and not args.phase and len(args.sizes) != 1:
+        p.error("--index measures one file: give its size as the one --sizes value")
     if any(s % BATCH_DOCS for s in args.sizes) or sorted(args.sizes) != args.sizes:
         p.error(f"--sizes must be increasing multiples of {BATCH_DOCS}")
     return args
@@ -448,17 +514,25 @@ def main(argv: list[str] | None = None) -> int:
         return write_report(rows, args)
     work = args.work or Path(tempfile.mkdtemp(prefix="edge-colbert-scaling-"))
     work.mkdir(parents=True, exist_ok=True)
-    (work / "scaling.db").unlink(missing_ok=True)
+    if not args.index:
+        (work / "scaling.db").unlink(missing_ok=True)
     base = ["--work", str(work), "--seed", str(args.seed), "--queries", str(args.queries),
             "--cache", str(args.cache), "--noise", str(args.noise),
             "--max-tokens", str(args.max_tokens),
             "--overlap-queries", str(args.overlap_queries),
             "--codec", args.codec or "", "--pool-factor", str(args.pool_factor)]  # fmt: skip
+    if args.index:
+        base += ["--index", str(args.index)]
+    if args.reference:
+        base += ["--reference", str(args.reference)]
     rows, start = [], 0
     script = Path(__file__).resolve()
     for size in args.sizes:
         stage = [*base, "--start", str(start), "--size", str(size)]
-        build = common.run_phase(script, "build", stage, work / "logs")
+        if args.index:
+            build = phase_reuse(argparse.Namespace(**{**vars(args), "size": size}))
+        else:
+            build = common.run_phase(script, "build", stage, work / "logs")
         search = common.run_phase(script, "search", stage, work / "logs")
         plain = common.run_phase(script, "search", [*stage, "--no-mmap"], work / "logs")
         rows.append({"size": size, "build": build, "search": search, "search_nommap": plain})

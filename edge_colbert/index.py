@@ -38,7 +38,7 @@ from edge_colbert.lexical import (
 from edge_colbert.maxsim import maxsim_float_packed, maxsim_int8_packed, maxsim_scores
 from edge_colbert.mirror import PrefilterMirror
 from edge_colbert.pooling import check_pool_factor, pool_documents, settle_pool_factor
-from edge_colbert.prefilter import DEFAULT_NPROBE, Prefilter, default_keep
+from edge_colbert.prefilter import Prefilter, search_settings
 from edge_colbert.quantize import dequantize_int8, quantize_int8
 from edge_colbert.store import ModelInfo, NewDocument, PackedVectors, Store, StoredDocument
 from edge_colbert.training import (
@@ -178,9 +178,9 @@ class Index:
             :class:`~edge_colbert.errors.ReadOnlyIndexError` (an ``IndexFileError``).
         timeout: seconds to wait for another writer before
             :class:`~edge_colbert.errors.IndexBusyError`.
-        nprobe: centroids probed per query token (default
-            :data:`~edge_colbert.prefilter.DEFAULT_NPROBE`).
-        keep: candidates kept after pruning (default ``default_keep(k)``).
+        nprobe: centroids probed per query token (default: grows with the collection,
+            :func:`~edge_colbert.prefilter.search_settings`).
+        keep: candidates kept after pruning (default: ``search_settings(documents, k)``).
         train_tokens: stored tokens at which centroids are first trained.
         mmap: read the file through a memory map (the default): faster searches, and the
             pages they touch count in the process's resident memory (shared between reader
@@ -238,10 +238,14 @@ class Index:
         self._helper: ThreadPoolExecutor | None = None
         self._helper_lock = threading.Lock()
         self._helper_free = threading.Lock()
-        self.nprobe = DEFAULT_NPROBE if nprobe is None else int(nprobe)
+        self.nprobe = None if nprobe is None else int(nprobe)
         self.keep = keep
         self.train_tokens = int(train_tokens)
-        if self.nprobe < 1 or (keep is not None and keep < 1) or self.train_tokens < 1:
+        if (
+            (self.nprobe is not None and self.nprobe < 1)
+            or (keep is not None and keep < 1)
+            or self.train_tokens < 1
+        ):
             raise InvalidInputError(
                 f"nprobe, keep and train_tokens must be >= 1; got {nprobe}, {keep}, {train_tokens}."
             )
@@ -545,13 +549,12 @@ class Index:
             else:
                 sem_ids, sem_scores = self._scores(query, np.union1d(allowed, lex_ids))
         else:
-            keep = self._keep(k, hybrid=True)
             # The prefilter (memory only) runs on the helper thread while this thread asks
             # FTS5 and reads the keyword hits' vectors (SQLite stays on this thread, in its
             # snapshot); then the helper scores those while this one reads and scores the
             # other candidates.
             with self._beside() as beside:
-                narrowing = beside(lambda: self._narrow(prefilter, query, k, allowed, keep))
+                narrowing = beside(lambda: self._narrow(prefilter, query, k, allowed, hybrid=True))
                 lex_ids, lex_scores = keyword()
                 keyword_packs = self._read(lex_ids)
                 candidates = self._settled(narrowing.result(), k, allowed)
@@ -604,7 +607,7 @@ class Index:
         exhaustive: bool,
     ) -> list[tuple[int, float]]:
         """MaxSim alone: the best ``k`` (rowid, score)."""
-        candidates = self._candidates(query, k, where, exhaustive, keep=self._keep(k, hybrid=False))
+        candidates = self._candidates(query, k, where, exhaustive)
         if candidates is None:
             return self._score_all(query, k)
         return self._score(query, candidates, k) if candidates.size else []
@@ -616,14 +619,16 @@ class Index:
         where: Mapping[str, Any] | None,
         exhaustive: bool,
         *,
-        keep: int,
+        hybrid: bool = False,
     ) -> npt.NDArray[np.int64] | None:
-        """The rowids to score exactly (None: every document); ``keep`` survive pruning."""
+        """The rowids to score exactly (None: every document), pruned as for a hybrid
+        search or a semantic one (:meth:`_keep`)."""
         prefilter = self._prefilter
         allowed, final = self._allowed(where, exhaustive, prefilter)
         if final or prefilter is None:
             return allowed
-        return self._settled(self._narrow(prefilter, query, k, allowed, keep), k, allowed)
+        narrowed = self._narrow(prefilter, query, k, allowed, hybrid=hybrid)
+        return self._settled(narrowed, k, allowed)
 
     def _allowed(
         self, where: Mapping[str, Any] | None, exhaustive: bool, prefilter: Prefilter | None
@@ -642,17 +647,22 @@ class Index:
         query: npt.NDArray[np.float32],
         k: int,
         allowed: npt.NDArray[np.int64] | None,
-        keep: int,
+        *,
+        hybrid: bool,
     ) -> tuple[npt.NDArray[np.int64], bool]:
-        """The prefilter's candidates among ``allowed``, pruned to ``keep`` when they can
-        fill ``k`` (then the second item is True). Memory only, no SQLite: it may run on
+        """The prefilter's candidates among ``allowed``, pruned (:meth:`_keep`) when they
+        can fill ``k`` (then the second item is True). Memory only, no SQLite: it may run on
         the search helper thread (see :meth:`_beside`)."""
         with self._mirror.lock:  # another thread may be posting into it
-            candidates = prefilter.candidates(query, nprobe=self.nprobe)
+            # The knobs grow with the collection (prefilter.search_settings).
+            settings = search_settings(prefilter.num_documents, min(k, 1 << 20))
+            nprobe = settings.nprobe if self.nprobe is None else self.nprobe
+            candidates = prefilter.candidates(query, nprobe=nprobe, limit=settings.candidates)
             if allowed is not None:
                 candidates = np.intersect1d(candidates, allowed, assume_unique=True)
             if candidates.size < k:
                 return candidates, False
+            keep = self._keep(settings.keep, hybrid=hybrid)
             return prefilter.prune(query, candidates, keep=keep), True
 
     def _settled(
@@ -698,17 +708,16 @@ class Index:
             wait(given)  # the helper is idle before another search may take it
             self._helper_free.release()
 
-    def _keep(self, k: int, *, hybrid: bool) -> int:
-        """Candidates that survive pruning for a top-``k`` search: ``keep`` when given, else
-        :func:`~edge_colbert.prefilter.default_keep`, a quarter of it in hybrid search, where
-        the keyword hits are candidates too. On scifact-dev (``benchmarks/hybrid.py
+    def _keep(self, default: int, *, hybrid: bool) -> int:
+        """Candidates that survive pruning: ``keep`` when given, else ``default`` (from
+        :func:`~edge_colbert.prefilter.search_settings`), a quarter of it in hybrid search,
+        where the keyword hits are candidates too. On scifact-dev (``benchmarks/hybrid.py
         --knobs``, k=10) a quarter, a half and all of 320 kept nDCG@10 0.7326, 0.7332 and
         0.7334 on the tune half: the smallest within 0.001 of the best is used (held-out
         0.7317; docs/hybrid.md)."""
         if self.keep is not None:
             return self.keep
-        keep = default_keep(min(k, 1 << 20))
-        return max(1, keep // HYBRID_KEEP_SHARE) if hybrid else keep
+        return max(1, default // HYBRID_KEEP_SHARE) if hybrid else default
 
     def _score_pack(self, query: npt.NDArray[np.float32], pack: PackedVectors) -> Any:
         if pack.codec is None:
