@@ -120,7 +120,8 @@ def test_eight_threads_search_while_one_adds_and_deletes(
 def test_hybrid_searches_share_the_helper_thread(tmp_path: Path, tiny_encoder: Encoder) -> None:
     # A hybrid search runs its prefilter on the index's one helper thread when it is free,
     # else on its own thread: from eight threads at once, the results are those of one.
-    index = Index(tmp_path / "helper.db", encoder=tiny_encoder, train_tokens=64)
+    # keep=3: pruning narrows (the candidates outnumber what is kept).
+    index = Index(tmp_path / "helper.db", encoder=tiny_encoder, train_tokens=64, keep=3)
     for batch in range(6):
         _add_batch(index, batch)
     assert index.info()["centroids"] > 0  # the prefilter runs
@@ -134,6 +135,17 @@ def test_hybrid_searches_share_the_helper_thread(tmp_path: Path, tiny_encoder: E
 
     assert not _run_threads([searcher] * READERS)
     assert seen == [expected * 3] * READERS
+    # Semantic search prunes in two halves, one on the helper: the same survivors as
+    # Prefilter.prune in one pass.
+    prefilter = index._prefilter
+    assert prefilter is not None
+    for query in queries:
+        vectors = index.encoder.encode_queries([query])[0]
+        one_pass, pruned = index._narrow(prefilter, vectors, 3, None, hybrid=False)
+        with index._beside() as beside:
+            halves, _ = index._narrow(prefilter, vectors, 3, None, hybrid=False, beside=beside)
+        assert pruned and one_pass.size == 3
+        assert halves.tolist() == one_pass.tolist()
     index.close()
     assert not any(t.name.startswith("edge-colbert-search") for t in threading.enumerate())
 
