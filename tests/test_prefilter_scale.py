@@ -122,6 +122,22 @@ def test_centroid_view_equals_a_plain_grouping() -> None:
     assert empty_indptr.tolist() == [0] * (count + 1) and empty_slots.size == 0
 
 
+def test_centroid_view_across_sort_blocks() -> None:
+    # 65,536 centroids leave 16 bits of each sort key to the position: blocks of 65,536
+    # entries, so 200,000 entries span four blocks and each centroid's runs must chain.
+    rng = np.random.default_rng(4)
+    count = 1 << 16
+    lengths = rng.integers(1, 40, size=10_000)
+    lists = [np.unique(rng.integers(0, 2_000, size=n)) * 32 for n in lengths]
+    indptr = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
+    cents = np.concatenate(lists).astype(np.uint16)
+    assert cents.size > 3 * (1 << 16)
+    post_indptr, slots = _by_centroid(indptr, cents, count)
+    owner = np.repeat(np.arange(len(lists), dtype=np.int32), np.diff(indptr))
+    assert slots.tolist() == owner[np.argsort(cents, kind="stable")].tolist()
+    assert np.diff(post_indptr).tolist() == np.bincount(cents, minlength=count).tolist()
+
+
 def test_settings_keep_small_collections_as_they_were() -> None:
     for documents in (0, 5_183, 100_000, LARGE_COLLECTION):
         for k in (1, 10, 100):
