@@ -68,6 +68,29 @@ def test_flat_read_matches_the_per_row_read_across_chunks(
     store.close()
 
 
+def test_flat_read_falls_back_to_rows_when_aggregated_out_of_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _filled(tmp_path)
+    monkeypatch.setattr(store_module, "FLAT_CHUNK_ROWS", 7)
+    expected = store.doc_centroids_flat("uint16")
+    real = store_module._int_list
+    calls = {"rowids": 0}
+
+    def shuffled(text: str, count: int) -> np.ndarray:
+        values = real(text, count)
+        calls["rowids"] += 1
+        # The third list parsed is the second chunk's rowids: hand them back reversed.
+        return values[::-1].copy() if calls["rowids"] == 3 else values
+
+    monkeypatch.setattr(store_module, "_int_list", shuffled)
+    got = store.doc_centroids_flat("uint16")
+    assert calls["rowids"] == 3  # the fallback read the rest row by row, from the start
+    for a, b in zip(got, expected, strict=True):
+        assert a.tolist() == b.tolist()
+    store.close()
+
+
 def test_flat_read_of_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "i.db", model=MODEL)
     rowids, lengths, flat = store.doc_centroids_flat("uint16")
