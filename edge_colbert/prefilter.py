@@ -103,10 +103,11 @@ def search_settings(documents: int, k: int) -> SearchSettings:
     short: up to 500,000 documents twice the stage-1 candidates and at least 512 kept,
     beyond four times (8,192) and at least 768 kept. At 1M documents this lifted the
     overlap from 0.82 to 0.94 on 50 tuning queries and from 0.86 to 0.98 on the 30
-    held-out ones that ``benchmarks/scaling.py`` reports; nprobe 6, 8 or 12 did not help
-    at equal candidates, and 1,024 kept gained 0.006 for a third more exact scoring
-    (``benchmarks/prefilter_sweep.py --index``, docs/benchmarks.md "Scaling"). Beyond 1M
-    documents the values are the 1M ones, not measured.
+    held-out ones that ``benchmarks/scaling.py`` reports (0.927 with the SciFact knobs
+    and the earlier per-token-maximum stage 1), at 1.5-1.7x the search CPU; nprobe 6, 8
+    or 12 did not help at equal candidates, and 1,024 kept gained 0.006 for a third more
+    exact scoring (``benchmarks/prefilter_sweep.py --index``, docs/benchmarks.md
+    "Scaling"). Beyond 1M documents the values are the 1M ones, not measured.
     """
     keep = default_keep(k)
     if documents <= LARGE_COLLECTION:
