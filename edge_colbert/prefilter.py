@@ -26,7 +26,7 @@ Postings live in memory in two CSR views of one list of ``(document, centroid)``
 document (rowids sorted, each document's centroids sorted unique; for stage 2) and by
 centroid (for stage 1). Adds and discards update the document view at once; the centroid
 view is rebuilt lazily, on the next search, so a batch of adds costs one rebuild (a stable
-radix sort of 16-bit centroid ids: linear in the postings).
+counting sort in blocks of the centroid ids: about a second at 23.8M postings).
 
 The defaults were chosen with ``benchmarks/prefilter_sweep.py`` on real SciFact token
 vectors (see ``docs/benchmarks.md``). With fewer documents than ``keep`` the search is
@@ -103,10 +103,11 @@ def search_settings(documents: int, k: int) -> SearchSettings:
     short: up to 500,000 documents twice the stage-1 candidates and at least 512 kept,
     beyond four times (8,192) and at least 768 kept. At 1M documents this lifted the
     overlap from 0.82 to 0.94 on 50 tuning queries and from 0.86 to 0.98 on the 30
-    held-out ones that ``benchmarks/scaling.py`` reports; nprobe 6, 8 or 12 did not help
-    at equal candidates, and 1,024 kept gained 0.006 for a third more exact scoring
-    (``benchmarks/prefilter_sweep.py --index``, docs/benchmarks.md "Scaling"). Beyond 1M
-    documents the values are the 1M ones, not measured.
+    held-out ones that ``benchmarks/scaling.py`` reports (0.927 with the SciFact knobs
+    and the earlier per-token-maximum stage 1), at 1.5-1.7x the search CPU; nprobe 6, 8
+    or 12 did not help at equal candidates, and 1,024 kept gained 0.006 for a third more
+    exact scoring (``benchmarks/prefilter_sweep.py --index``, docs/benchmarks.md
+    "Scaling"). Beyond 1M documents the values are the 1M ones, not measured.
     """
     keep = default_keep(k)
     if documents <= LARGE_COLLECTION:
@@ -153,14 +154,18 @@ def _by_centroid(
     """The centroid view of a document view: ``(indptr [count + 1], document slots)``, each
     centroid's slots rising.
 
-    Linear in the postings: a stable radix sort of the (16-bit) ids, the document slot of
-    each entry from a running count of document starts, and each centroid's range found
-    by binary search in the sorted ids (``bincount`` would first widen them to int64).
+    A counting sort in blocks: within a block each entry becomes one uint32 key (centroid
+    id in the high bits, position in the block in the low ones), sorted by numpy's
+    vectorized sort, and each block's run of a centroid lands after the earlier blocks'
+    runs of it. At 1M documents (23.8M postings) this took 0.8-1.3 CPU-s where a stable
+    ``argsort`` of the ids (int64 positions, then two gathers) took 2.4-2.8, load ~4.5.
     """
     entries = doc_cents.size
+    counts = np.bincount(doc_cents, minlength=count)
+    indptr = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
     if entries == 0:
-        return np.zeros(count + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
-    order = np.argsort(doc_cents, kind="stable")  # radix sort for 16-bit ids
+        return indptr, np.zeros(0, dtype=np.int32)
     # Entry e belongs to the document whose start is the last one <= e: mark each start
     # and count the marks. Documents in the view are never empty (so starts differ and a
     # plain assignment marks them); an empty one would share its start with the next.
@@ -169,10 +174,25 @@ def _by_centroid(
         np.add.at(starts, doc_indptr[1:-1], 1)
     else:
         starts[doc_indptr[1:-1]] = 1
-    starts = starts[:entries]
-    slot_of_entry = np.cumsum(starts, dtype=np.int32)
-    indptr = np.searchsorted(doc_cents[order], np.arange(count + 1), side="left").astype(np.int64)
-    return indptr, slot_of_entry[order]
+    slot_of_entry = np.cumsum(starts[:entries], dtype=np.int32)
+    pos_bits = 32 - max(1, (count - 1).bit_length())
+    mask = np.uint32((1 << pos_bits) - 1)
+    free = indptr[:-1].copy()  # where each centroid's next run goes
+    slots = np.empty(entries, dtype=np.int32)
+    for first in range(0, entries, 1 << pos_bits):
+        block = doc_cents[first : first + (1 << pos_bits)]
+        keys = (block.astype(np.uint32) << np.uint32(pos_bits)) | np.arange(
+            block.size, dtype=np.uint32
+        )
+        keys.sort()
+        cents = keys >> np.uint32(pos_bits)
+        in_block = np.bincount(block, minlength=count)
+        run_start = np.cumsum(in_block) - in_block
+        slots[free[cents] + (np.arange(block.size) - run_start[cents])] = slot_of_entry[
+            first + (keys & mask)
+        ]
+        free += in_block
+    return indptr, slots
 
 
 class Prefilter:
@@ -205,7 +225,7 @@ class Prefilter:
         self._centroids = np.ascontiguousarray(c, dtype=np.float32)
         self._centroids.setflags(write=False)
         # Centroid ids fit 16 bits up to 65,536 centroids (kmeans.MAX_CENTROIDS): half the
-        # memory per posting, and numpy sorts them by radix.
+        # memory per posting, and two of them fit a uint32 sort key (see _by_centroid).
         self._id_dtype: type[np.unsignedinteger] = (
             np.uint16 if self.num_centroids <= 1 << 16 else np.uint32
         )

@@ -68,6 +68,29 @@ def test_flat_read_matches_the_per_row_read_across_chunks(
     store.close()
 
 
+def test_flat_read_falls_back_to_rows_when_aggregated_out_of_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _filled(tmp_path)
+    monkeypatch.setattr(store_module, "FLAT_CHUNK_ROWS", 7)
+    expected = store.doc_centroids_flat("uint16")
+    real = store_module._int_list
+    calls = {"rowids": 0}
+
+    def shuffled(text: str, count: int) -> np.ndarray:
+        values = real(text, count)
+        calls["rowids"] += 1
+        # The third list parsed is the second chunk's rowids: hand them back reversed.
+        return values[::-1].copy() if calls["rowids"] == 3 else values
+
+    monkeypatch.setattr(store_module, "_int_list", shuffled)
+    got = store.doc_centroids_flat("uint16")
+    assert calls["rowids"] == 3  # the fallback read the rest row by row, from the start
+    for a, b in zip(got, expected, strict=True):
+        assert a.tolist() == b.tolist()
+    store.close()
+
+
 def test_flat_read_of_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "i.db", model=MODEL)
     rowids, lengths, flat = store.doc_centroids_flat("uint16")
@@ -120,6 +143,22 @@ def test_centroid_view_equals_a_plain_grouping() -> None:
     assert holed_slots.tolist() == np.where(slots >= 3, slots + 1, slots).tolist()
     empty_indptr, empty_slots = _by_centroid(np.zeros(1, np.int64), cents[:0], count)
     assert empty_indptr.tolist() == [0] * (count + 1) and empty_slots.size == 0
+
+
+def test_centroid_view_across_sort_blocks() -> None:
+    # 65,536 centroids leave 16 bits of each sort key to the position: blocks of 65,536
+    # entries, so 200,000 entries span four blocks and each centroid's runs must chain.
+    rng = np.random.default_rng(4)
+    count = 1 << 16
+    lengths = rng.integers(1, 40, size=10_000)
+    lists = [np.unique(rng.integers(0, 2_000, size=n)) * 32 for n in lengths]
+    indptr = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
+    cents = np.concatenate(lists).astype(np.uint16)
+    assert cents.size > 3 * (1 << 16)
+    post_indptr, slots = _by_centroid(indptr, cents, count)
+    owner = np.repeat(np.arange(len(lists), dtype=np.int32), np.diff(indptr))
+    assert slots.tolist() == owner[np.argsort(cents, kind="stable")].tolist()
+    assert np.diff(post_indptr).tolist() == np.bincount(cents, minlength=count).tolist()
 
 
 def test_settings_keep_small_collections_as_they_were() -> None:
