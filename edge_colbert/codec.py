@@ -7,10 +7,10 @@ Every file records its codec in ``meta`` when it is created:
 - ``residual4`` / ``residual2``: ColBERTv2's residual compression (Santhanam et al., 2022),
   as PLAID stores it: the token's nearest centroid (the prefilter's centroids, 2 bytes) and
   each dimension of the residual ``v - centroid`` quantized to ``nbits`` bits, with bucket
-  cut-offs and bucket values learned per dimension from the quantiles of the residuals
-  the centroids were trained on. 2 + ``dim * nbits / 8`` bytes per token: 34 (4-bit) or
-  18 (2-bit) at 64 dimensions, against 64 for int8. A token reads back as the unit vector
-  along ``centroid + bucket values``.
+  cut-offs and bucket values learned per dimension from the residuals the centroids were
+  trained on (ColBERTv2's quantiles, refined into Lloyd-Max quantizers). 2 +
+  ``dim * nbits / 8`` bytes per token: 34 (4-bit) or 18 (2-bit) at 64 dimensions, against
+  64 for int8. A token reads back as the unit vector along ``centroid + bucket values``.
 
 Residual codes need centroids. Until a file's centroids are first trained (a collection
 under ``train_tokens``) a residual file stores int8 codes like any other; the training
@@ -56,6 +56,9 @@ CODECS: tuple[str, ...] = (DEFAULT_CODEC, *RESIDUAL_BITS)
 # Centroid ids are stored in 2 bytes: kmeans.num_centroids never trains more than 65,536.
 _ID_BYTES = 2
 _MAX_CENTROIDS = 1 << 16
+# Lloyd-Max rounds per dimension when training buckets: the decoded cosine on SciFact
+# gained 0.0093 in 2 rounds, 0.0104 in 8 and nothing visible after (2-bit).
+_LLOYD_ROUNDS = 8
 # Tokens per step of encode(): bounds the [tokens, dim] temporaries to a few MiB.
 _ENCODE_TOKENS = 1 << 15
 
@@ -195,17 +198,21 @@ class ResidualCodec:
         version: int = 0,
     ) -> ResidualCodec:
         """Learn bucket cut-offs and values per dimension from the residuals of ``sample``
-        (unit vectors) to their nearest centroids ``labels``: cut-offs at the quantiles
-        ``1/B .. (B-1)/B`` and values at the bucket midpoints' quantiles ``(b + 0.5)/B``
-        (``B = 2**nbits``), as ColBERTv2 does, but per dimension."""
+        (unit vectors) to their nearest centroids ``labels``.
+
+        Each dimension gets its own ``B = 2**nbits``-level Lloyd-Max quantizer: starting
+        from ColBERTv2's rule (cut-offs at the quantiles ``1/B .. (B-1)/B``, values at
+        ``(b + 0.5)/B``), each round sets every bucket's value to the mean of the sample
+        residuals in it and every cut-off half-way between neighbouring values. Why not
+        ColBERTv2's rule alone: its values are not the buckets' means, so it leaves error
+        that costs nothing to remove. On SciFact (pool factor 2, 4,096 centroids) the
+        decoded tokens' mean cosine with the stored ones rose from 0.964 to 0.974 at 2 bits
+        (0.993 to 0.997 at 4); the stored form and decoding are unchanged.
+        """
         residuals = sample - centroids[labels]
-        buckets = 1 << nbits
-        cut_at = np.arange(1, buckets) / buckets
-        value_at = (np.arange(buckets) + 0.5) / buckets
         if residuals.shape[0] == 0:
             residuals = np.zeros((1, centroids.shape[1]), dtype=np.float32)
-        cutoffs = np.quantile(residuals, cut_at, axis=0).T.astype(np.float32)
-        weights = np.quantile(residuals, value_at, axis=0).T.astype(np.float32)
+        cutoffs, weights = _lloyd_max(residuals, 1 << nbits)
         return cls(
             np.ascontiguousarray(centroids, dtype=np.float32),
             np.ascontiguousarray(cutoffs),
@@ -320,6 +327,41 @@ class ResidualCodec:
         """The centroid id of each record."""
         labels: npt.NDArray[np.uint32] = _ids(records).astype(np.uint32)
         return labels
+
+
+def _lloyd_max(
+    residuals: npt.NDArray[np.float32], buckets: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Per-dimension ``buckets``-level Lloyd-Max quantizers of ``residuals`` ``[n, dim]``:
+    cut-offs ``[dim, buckets - 1]`` (rising) and values ``[dim, buckets]`` (each the mean
+    of the residuals :meth:`ResidualCodec.encode` puts in its bucket)."""
+    dim = residuals.shape[1]
+    cutoffs = np.empty((dim, buckets - 1), dtype=np.float32)
+    weights = np.empty((dim, buckets), dtype=np.float32)
+    cut_at = np.arange(1, buckets) / buckets
+    value_at = (np.arange(buckets) + 0.5) / buckets
+    for d in range(dim):  # one sort per dimension; each round is then O(buckets)
+        column = np.sort(residuals[:, d])
+        prefix = np.concatenate([[0.0], np.cumsum(column, dtype=np.float64)])
+        # Cut-offs in float32, as stored and as encode() compares them.
+        cut = np.quantile(column, cut_at).astype(np.float32)
+        value = np.quantile(column, value_at).astype(np.float64)
+        for round_ in range(_LLOYD_ROUNDS + 1):
+            # encode() puts a residual equal to a cut-off in the upper bucket (side
+            # "right"), so bucket b holds sorted positions [bounds[b], bounds[b + 1]).
+            inner = np.searchsorted(column, cut, side="left")
+            bounds = np.concatenate([[0], inner, [column.size]])
+            counts = np.diff(bounds)
+            sums = prefix[bounds[1:]] - prefix[bounds[:-1]]
+            # An empty bucket keeps its value; the running maximum keeps values rising.
+            value = np.maximum.accumulate(np.where(counts > 0, sums / np.maximum(counts, 1), value))
+            new_cut = ((value[1:] + value[:-1]) / 2).astype(np.float32)
+            if round_ == _LLOYD_ROUNDS or np.array_equal(new_cut, cut):
+                break  # the values are the means of the buckets these cut-offs make
+            cut = new_cut
+        cutoffs[d] = cut
+        weights[d] = value
+    return cutoffs, weights
 
 
 def _ids(records: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint16]:
