@@ -417,6 +417,29 @@ def build(db: Path, data: Dataset, encoder: Encoder) -> dict[str, float]:
     return {"seconds": seconds, "docs_per_s": len(data.doc_ids) / seconds}
 
 
+def _knob_setting(
+    index: Index,
+    data: Dataset,
+    vectors: list[npt.NDArray[np.float32]],
+    weight: float,
+    record: Callable[[str, Run], None],
+    name: str,
+    timed: tuple[str, Callable[[int], object]],
+) -> dict[str, float]:
+    """One setting of a knob: ``timed[1](i)`` timed for every query (CPU), then the product's
+    hybrid search (k=10) recorded as ``name``; the CPU figures of what was timed."""
+    what, step = timed
+    cpu: list[float] = []
+    for i in range(len(data.query_ids)):
+        began = time.process_time()
+        step(i)
+        cpu.append(time.process_time() - began)
+    record(name, run_mode(index, data, vectors, mode="hybrid", weight=weight, k=10))
+    figures = latency_ms(cpu)
+    print(f"  {what} CPU p50 {figures['p50']:.2f} ms", flush=True)
+    return figures
+
+
 def measure_knobs(
     index: Index,
     data: Dataset,
@@ -430,41 +453,44 @@ def measure_knobs(
     nDCG@10 on both halves and CPU p50 of the FTS5 query and of the whole search."""
     figures: dict[str, Any] = {}
     lossless = index._informative
+
+    def keyword_query(i: int) -> None:
+        with index.store.snapshot():
+            match = product_match(index, data.query_texts[i])
+            if match is not None:
+                index.store.fts_search(match, 100)
+
+    def hybrid_search(i: int) -> None:
+        index.search_vectors(vectors[i], 10, query=data.query_texts[i], mode="hybrid")
+
     for share in (0.5, 0.25, 0.1, 0.05):
 
         def informative(terms: list[str], share: float = share) -> list[str]:
             return lossless(terms, share)
 
         index._informative = informative  # type: ignore[method-assign]
-        fts_cpu = []
-        for i in range(len(data.query_ids)):
-            began = time.process_time()
-            with index.store.snapshot():
-                match = product_match(index, data.query_texts[i])
-                if match is not None:
-                    index.store.fts_search(match, 100)
-            fts_cpu.append(time.process_time() - began)
-        record(
+        figures[f"share {share}"] = _knob_setting(
+            index,
+            data,
+            vectors,
+            weight,
+            record,
             f"hybrid, term share {share}",
-            run_mode(index, data, vectors, mode="hybrid", weight=weight, k=10),
+            ("FTS5 top 100", keyword_query),
         )
-        figures[f"share {share}"] = latency_ms(fts_cpu)
-        print(f"  FTS5 top 100 CPU p50 {figures[f'share {share}']['p50']:.2f} ms", flush=True)
     index._informative = lossless  # type: ignore[method-assign]
     keep_at_10 = default_keep(10)
     for keep in (keep_at_10 // 4, keep_at_10 // 2, keep_at_10):
         index.keep = keep
-        cpu: list[float] = []
-        for i in range(len(data.query_ids)):
-            began = time.process_time()
-            index.search_vectors(vectors[i], 10, query=data.query_texts[i], mode="hybrid")
-            cpu.append(time.process_time() - began)
-        record(
+        figures[f"keep {keep}"] = _knob_setting(
+            index,
+            data,
+            vectors,
+            weight,
+            record,
             f"hybrid, keep {keep}",
-            run_mode(index, data, vectors, mode="hybrid", weight=weight, k=10),
+            ("hybrid search", hybrid_search),
         )
-        figures[f"keep {keep}"] = latency_ms(cpu)
-        print(f"  hybrid search CPU p50 {figures[f'keep {keep}']['p50']:.2f} ms", flush=True)
     index.keep = None
     return figures
 
