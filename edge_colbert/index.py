@@ -184,9 +184,10 @@ class Index:
             :class:`~edge_colbert.errors.ReadOnlyIndexError` (an ``IndexFileError``).
         timeout: seconds to wait for another writer before
             :class:`~edge_colbert.errors.IndexBusyError`.
-        nprobe: centroids probed per query token (default: grows with the collection,
-            :func:`~edge_colbert.prefilter.search_settings`).
-        keep: candidates kept after pruning (default: ``search_settings(documents, k)``).
+        nprobe: centroids probed per query token (default: by the collection's size,
+            :func:`~edge_colbert.prefilter.search_settings`; 4 at every size measured).
+        keep: candidates kept after pruning (default: ``search_settings(documents, k)``,
+            half of it in hybrid search).
         train_tokens: stored tokens at which centroids are first trained.
         mmap: read the file through a memory map (the default): faster searches, and the
             pages they touch count in the process's resident memory (shared between reader
