@@ -447,9 +447,10 @@ def measure_knobs(
     weight: float,
     record: Callable[[str, Run], None],
 ) -> dict[str, Any]:
-    """The product's hybrid search (k=10, every query) at other settings of two speed knobs,
-    one at a time: the share of the documents that makes a keyword term uninformative
-    (``TermFrequencies``; 0.5 is lossless) and the candidates kept after pruning. Printed:
+    """The product's hybrid search (k=10, every query) at other settings of three speed
+    knobs, one at a time: the share of the documents that makes a keyword term
+    uninformative (``TermFrequencies``; 0.5 is lossless), the candidates kept after pruning,
+    and the share of stage 1's candidates that hybrid search prunes. Printed:
     nDCG@10 on both halves and CPU p50 of the FTS5 query and of the whole search."""
     figures: dict[str, Any] = {}
     lossless = index._informative
@@ -492,6 +493,21 @@ def measure_knobs(
             ("hybrid search", hybrid_search),
         )
     index.keep = None
+    import edge_colbert.index as index_module
+
+    chosen = index_module.HYBRID_CANDIDATE_SHARE
+    for share in (1, 4, 8, 16):  # stage-1 candidates: 2,048 / share at SciFact's size
+        index_module.HYBRID_CANDIDATE_SHARE = share
+        figures[f"stage-1 candidates / {share}"] = _knob_setting(
+            index,
+            data,
+            vectors,
+            weight,
+            record,
+            f"hybrid, stage-1 candidates / {share}",
+            ("hybrid search", hybrid_search),
+        )
+    index_module.HYBRID_CANDIDATE_SHARE = chosen
     return figures
 
 
