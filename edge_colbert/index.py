@@ -725,7 +725,10 @@ class Index:
                 helper = self._helper
 
             def beside(work: Callable[[], _Result]) -> Future[_Result]:
-                future = helper.submit(work)
+                try:
+                    future = helper.submit(work)
+                except RuntimeError:  # close() stopped the helper: the search's next read
+                    return _done_here(work)  # raises IndexClosedError, as without one
                 given.append(future)
                 return future
 

@@ -236,6 +236,57 @@ def test_close_from_another_thread_closes_every_connection(
     index.close()  # twice is harmless
 
 
+def test_close_during_hybrid_searches_gives_index_closed_errors(
+    tmp_path: Path, tiny_encoder: Encoder
+) -> None:
+    # Searches that hand work to the helper thread while close() stops it fail the way any
+    # search of a closed index does, never with the executor's own RuntimeError.
+    index = Index(tmp_path / "racing.db", encoder=tiny_encoder, train_tokens=64, keep=3)
+    for batch in range(4):
+        _add_batch(index, batch)
+    started = threading.Barrier(READERS + 1)
+    failures: list[BaseException] = []
+
+    def searcher(seed: int) -> Callable[[], None]:
+        def run() -> None:
+            started.wait(30)
+            for turn in range(200):
+                try:
+                    index.search(doc_text((seed + turn) % 16), 3)
+                except IndexClosedError:
+                    return
+                except BaseException as error:  # noqa: BLE001 - the test reports it
+                    failures.append(error)
+                    return
+
+        return run
+
+    def closer() -> None:
+        started.wait(30)
+        index.close()
+
+    assert not _run_threads([searcher(r) for r in range(READERS)] + [closer])
+    assert not failures, failures
+
+
+def test_a_search_whose_helper_stopped_runs_on_its_own_thread(
+    tmp_path: Path, tiny_encoder: Encoder
+) -> None:
+    # close() stops the helper first: a search caught between that and the file closing
+    # does its work itself (and then meets IndexClosedError at its next read, not the
+    # executor's RuntimeError). The same moment, made deterministic.
+    index = Index(tmp_path / "stopped.db", encoder=tiny_encoder, train_tokens=64, keep=3)
+    for batch in range(4):
+        _add_batch(index, batch)
+    before = [(h.id, h.score) for h in index.search(doc_text(5), 3)]
+    assert index._helper is not None
+    index._helper.shutdown(wait=True)
+    assert [(h.id, h.score) for h in index.search(doc_text(5), 3)] == before
+    index.close()
+    with pytest.raises(IndexClosedError):
+        index.search(doc_text(5), 3)
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc/self/fd")
 def test_threads_that_end_leave_no_connection_open(tmp_path: Path, tiny_encoder: Encoder) -> None:
     """A thread-per-request server (``ThreadingHTTPServer``) must not leak a connection per
