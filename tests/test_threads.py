@@ -42,6 +42,14 @@ def _add_batch(index: Index, batch: int) -> None:
     )
 
 
+def _pruning_index(path: Path, encoder: Encoder, batches: int) -> Index:
+    """An index with trained centroids whose searches prune (keep=3 of more candidates)."""
+    index = Index(path, encoder=encoder, train_tokens=64, keep=3)
+    for batch in range(batches):
+        _add_batch(index, batch)
+    return index
+
+
 def _run_threads(targets: Sequence[Callable[[], object]]) -> list[Exception]:
     """Run each target in its own thread; the errors they raised."""
     errors: list[Exception] = []
@@ -120,10 +128,7 @@ def test_eight_threads_search_while_one_adds_and_deletes(
 def test_hybrid_searches_share_the_helper_thread(tmp_path: Path, tiny_encoder: Encoder) -> None:
     # A hybrid search runs its prefilter on the index's one helper thread when it is free,
     # else on its own thread: from eight threads at once, the results are those of one.
-    # keep=3: pruning narrows (the candidates outnumber what is kept).
-    index = Index(tmp_path / "helper.db", encoder=tiny_encoder, train_tokens=64, keep=3)
-    for batch in range(6):
-        _add_batch(index, batch)
+    index = _pruning_index(tmp_path / "helper.db", tiny_encoder, 6)
     assert index.info()["centroids"] > 0  # the prefilter runs
     queries = [doc_text(n) for n in range(0, 6 * BATCH, 3)]
     expected = [[(h.id, h.score) for h in index.search(q, 5)] for q in queries]
@@ -241,9 +246,7 @@ def test_close_during_hybrid_searches_gives_index_closed_errors(
 ) -> None:
     # Searches that hand work to the helper thread while close() stops it fail the way any
     # search of a closed index does, never with the executor's own RuntimeError.
-    index = Index(tmp_path / "racing.db", encoder=tiny_encoder, train_tokens=64, keep=3)
-    for batch in range(4):
-        _add_batch(index, batch)
+    index = _pruning_index(tmp_path / "racing.db", tiny_encoder, 4)
     started = threading.Barrier(READERS + 1)
     failures: list[BaseException] = []
 
@@ -275,9 +278,7 @@ def test_a_search_whose_helper_stopped_runs_on_its_own_thread(
     # close() stops the helper first: a search caught between that and the file closing
     # does its work itself (and then meets IndexClosedError at its next read, not the
     # executor's RuntimeError). The same moment, made deterministic.
-    index = Index(tmp_path / "stopped.db", encoder=tiny_encoder, train_tokens=64, keep=3)
-    for batch in range(4):
-        _add_batch(index, batch)
+    index = _pruning_index(tmp_path / "stopped.db", tiny_encoder, 4)
     before = [(h.id, h.score) for h in index.search(doc_text(5), 3)]
     assert index._helper is not None
     index._helper.shutdown(wait=True)
