@@ -275,7 +275,7 @@ class TermFrequencies:
             if state != self._state or len(self._counts) > self._capacity:
                 self._state, self._documents, self._counts = state, documents(), {}
             total = self._documents
-            known = dict(self._counts)
+            known = {t: self._counts[t] for t in terms if t in self._counts}
         ceiling = math.ceil(total * LOSSLESS_SHARE)  # counted no further: never dropped above
         counted = {t: known[t] if t in known else holding(t, ceiling) for t in terms}
         with self._lock:
