@@ -118,12 +118,10 @@ def _hit(doc: StoredDocument, scored: _Scored) -> Hit:
 
 
 # Rowids (sorted) and their MaxSim scores.
-Scores = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
+_RowScores = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
 
 
-def _joined(
-    ids: list[npt.NDArray[np.int64]], scores: list[npt.NDArray[np.float32]]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+def _joined(ids: list[npt.NDArray[np.int64]], scores: list[npt.NDArray[np.float32]]) -> _RowScores:
     if not ids:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     return np.concatenate(ids), np.concatenate(scores).astype(np.float32, copy=False)
@@ -688,8 +686,7 @@ class Index:
             first = beside(lambda: prefilter.centroid_scores(query, candidates[:half]))
             second = prefilter.centroid_scores(query, candidates[half:])
             scores = np.concatenate([first.result(), second])
-            best = np.argpartition(-scores, keep - 1)[:keep]
-            return np.sort(candidates[best]), True
+            return prefilter.best_scored(candidates, scores, keep=keep), True
 
     def _settled(
         self,
@@ -754,9 +751,7 @@ class Index:
             return maxsim_int8_packed(query, pack.codes, pack.offsets)
         return maxsim_float_packed(query, pack.floats(), pack.offsets)
 
-    def _scores(
-        self, query: npt.NDArray[np.float32], rowids: npt.NDArray[np.int64]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    def _scores(self, query: npt.NDArray[np.float32], rowids: npt.NDArray[np.int64]) -> _RowScores:
         """Exact MaxSim of the given documents (rowids sorted), read in bounded chunks."""
         return self._score_packs(query, self._read(rowids))
 
@@ -770,15 +765,13 @@ class Index:
 
     def _score_packs(
         self, query: npt.NDArray[np.float32], packs: list[PackedVectors]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    ) -> _RowScores:
         """Exact MaxSim of the documents in ``packs`` (memory only), rowids sorted."""
         return _joined(
             [pack.rowids for pack in packs], [self._score_pack(query, pack) for pack in packs]
         )
 
-    def _scores_all(
-        self, query: npt.NDArray[np.float32]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    def _scores_all(self, query: npt.NDArray[np.float32]) -> _RowScores:
         """Exact MaxSim of every document (rowids sorted)."""
         found_ids: list[npt.NDArray[np.int64]] = []
         found_scores: list[npt.NDArray[np.float32]] = []

@@ -623,9 +623,17 @@ class Prefilter:
         cand = np.unique(np.asarray(candidates, dtype=np.int64).reshape(-1))
         if cand.shape[0] <= keep:
             return cand
-        scores = self.centroid_scores(q, cand)
+        return self.best_scored(cand, self.centroid_scores(q, cand), keep=keep)
+
+    @staticmethod
+    def best_scored(
+        candidates: npt.NDArray[np.int64], scores: npt.NDArray[np.float32], *, keep: int
+    ) -> npt.NDArray[np.int64]:
+        """The ``keep`` rowids of ``candidates`` (unique, more than ``keep``) with the best
+        ``scores``, sorted by rowid: :meth:`prune`'s selection, for scores computed
+        elsewhere (in parts, on several threads)."""
         best = np.argpartition(-scores, keep - 1)[:keep]
-        return np.sort(cand[best])
+        return np.sort(candidates[best])
 
     def centroid_scores(
         self, query: npt.ArrayLike, rowids: npt.ArrayLike
