@@ -46,6 +46,7 @@ from edge_colbert.encoder import Encoder
 from edge_colbert.index import Index
 from edge_colbert.lexical import (
     Fusion,
+    fts_match,
     fts_terms,
     fuse,
     is_stopword,
@@ -271,8 +272,7 @@ def measure_idf(
 def product_match(index: Index, text: str) -> str | None:
     """The FTS5 query a hybrid search of ``text`` sends (inside a snapshot): its terms
     without those of BM25 weight 0."""
-    terms = fts_terms(text)
-    return " OR ".join(index._informative(terms)) if terms else None
+    return _match(index, fts_terms(text))
 
 
 def terms_without_stopwords(text: str) -> list[str]:
@@ -284,8 +284,12 @@ def terms_without_stopwords(text: str) -> list[str]:
 
 def match_without_stopwords(index: Index, text: str) -> str | None:
     """:func:`product_match` of :func:`terms_without_stopwords`."""
-    terms = terms_without_stopwords(text)
-    return " OR ".join(index._informative(terms)) if terms else None
+    return _match(index, terms_without_stopwords(text))
+
+
+def _match(index: Index, terms: list[str]) -> str | None:
+    """The product's FTS5 query for these terms (None for none)."""
+    return fts_match(index._informative(terms)) if terms else None
 
 
 def keyword_run(pools: list[Pool], ids_of: dict[int, str]) -> Run:

@@ -32,6 +32,7 @@ from edge_colbert.lexical import (
     LOSSLESS_SHARE,
     Fusion,
     TermFrequencies,
+    fts_match,
     fts_terms,
     fuse,
 )
@@ -520,11 +521,11 @@ class Index:
             return []  # no word to look for (punctuation only)
         with self._store.snapshot():
             kept = self._informative(terms)
-            rowids, scores = self._store.fts_search(" OR ".join(kept), k, where=where)
+            rowids, scores = self._store.fts_search(fts_match(kept), k, where=where)
             if rowids.size < k and len(kept) < len(terms):
                 # Too few hits: the documents that hold only the common terms fill the list,
                 # in FTS5's order (their scores are millionths).
-                rowids, scores = self._store.fts_search(" OR ".join(terms), k, where=where)
+                rowids, scores = self._store.fts_search(fts_match(terms), k, where=where)
             docs = self._store.documents(rowids.tolist())
         scored = [
             _Scored(int(r), float(s), float(s), None) for r, s in zip(rowids, scores, strict=True)
@@ -548,7 +549,7 @@ class Index:
             # Documents that hold only terms of BM25 weight 0 are not keyword candidates
             # (TermFrequencies): fusion counts their millionths as no match.
             return self._store.fts_search(
-                " OR ".join(self._informative(terms)), max(self.fts_candidates, k), where=where
+                fts_match(self._informative(terms)), max(self.fts_candidates, k), where=where
             )
 
         prefilter = self._prefilter

@@ -29,6 +29,7 @@ __all__ = [
     "STOPWORDS",
     "Fusion",
     "TermFrequencies",
+    "fts_match",
     "fts_query",
     "fts_terms",
     "fuse",
@@ -125,7 +126,12 @@ def fts_query(text: str, *, max_terms: int = MAX_QUERY_TERMS) -> str | None:
     """An FTS5 MATCH expression for ``text``: its :func:`fts_terms` OR-ed; None when
     ``text`` holds no word."""
     terms = fts_terms(text, max_terms=max_terms)
-    return " OR ".join(terms) if terms else None
+    return fts_match(terms) if terms else None
+
+
+def fts_match(terms: list[str]) -> str:
+    """The FTS5 MATCH expression of :func:`fts_terms` (some of them): the terms OR-ed."""
+    return " OR ".join(terms)
 
 
 def fts_terms(text: str, *, max_terms: int = MAX_QUERY_TERMS) -> list[str]:

@@ -8,10 +8,10 @@ unit length, and the first token ([CLS]) is kept apart, unpooled. Queries are no
 Ward's clustering runs in numpy (:mod:`edge_colbert.ward`): an exact agglomerative loop
 over the Lance-Williams update of the merge costs, run for a batch of documents in lockstep
 so that numpy's per-call overhead is paid once per batch, not per document. On 200 SciFact
-abstracts (211 tokens on average, one core): 2.5 ms per abstract, against 6.4 ms for one
-loop per document and 4.8 ms for SciPy's ``linkage(method="ward")``, with the same
-partitions (``benchmarks/size_quality.py`` measures the share of indexing time). SciPy is
-therefore not needed, and is only the tests' reference.
+abstracts (211 tokens on average, one core, side by side under load): 2.5 ms per abstract,
+against 6.4 ms for one loop per document and 4.8 ms for SciPy's ``linkage(method="ward")``
+(quiet: 2.1 against SciPy's 2.1), with the same partitions. SciPy is therefore not needed,
+and is only the tests' reference.
 
 The pool factor is recorded in the index file when it is created (meta ``pool_factor``) and
 applied to every later add; :func:`settle_pool_factor` reconciles what a caller asks for with

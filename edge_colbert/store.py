@@ -959,13 +959,7 @@ class Store:
         """A key that changes with every write that adds, replaces or deletes a document:
         (``rowid_high``, ``tokens``): new rows always get higher rowids and a deletion
         removes tokens (a document holds at least one)."""
-        values = dict(
-            self._conn.execute(
-                "SELECT key, value FROM meta WHERE key IN (?, ?)",
-                (schema.META_ROWID_HIGH, schema.META_TOKENS),
-            ).fetchall()
-        )
-        return int(values.get(schema.META_ROWID_HIGH, 0)), int(values.get(schema.META_TOKENS, 0))
+        return self.rowid_high(), self.token_count()
 
     def fts_integrity_check(self) -> None:
         """Run FTS5's ``integrity-check`` on the full-text index (a write statement that

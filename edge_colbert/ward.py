@@ -25,10 +25,10 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["batch_ward_labels", "first_appearance"]
+__all__ = ["batch_ward_labels"]
 
 
-def first_appearance(owner: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def _first_appearance(owner: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """Cluster ids renumbered 0.. by their first point, so pooled vectors keep the order."""
     _, first_seen, labels = np.unique(owner, return_index=True, return_inverse=True)
     rank = np.empty(first_seen.size, dtype=np.int64)
@@ -109,5 +109,5 @@ def batch_ward_labels(
         nearest[act] = near
         nearest_cost[act] = best_cost
     for row, b in enumerate(todo.tolist()):
-        out[b] = first_appearance(owner[row, : sizes_n[b]])
+        out[b] = _first_appearance(owner[row, : sizes_n[b]])
     return out
