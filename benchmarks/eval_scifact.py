@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,31 @@ def ndcg_at_k(ranked: Mapping[str, float], judged: Mapping[str, int], k: int = 1
     ideal = sorted((grade for grade in judged.values() if grade > 0), reverse=True)[:k]
     idcg = sum(grade / math.log2(rank + 2) for rank, grade in enumerate(ideal))
     return dcg / idcg if idcg > 0 else 0.0
+
+
+def recall_at_k(ranked: Mapping[str, float], judged: Mapping[str, int], k: int = 100) -> float:
+    """Recall@k of one query: the share of its relevant documents in the top ``k`` of
+    ``ranked`` (ties broken by doc id, as :func:`ndcg_at_k`); 0 when none is relevant."""
+    relevant = {doc for doc, grade in judged.items() if grade > 0}
+    top = sorted(ranked.items(), key=lambda item: (-item[1], item[0]))[:k]
+    return len(relevant & {doc for doc, _ in top}) / len(relevant) if relevant else 0.0
+
+
+# The split of the dev queries that every tuned figure uses: tune on one half, report on
+# the other (benchmarks/hybrid.py, size_quality.py, search_latency.py).
+SPLIT_SEED = 0
+
+
+def query_halves(count: int, per_half: int = 0) -> tuple[list[int], list[int]]:
+    """Positions of the tune and held-out halves of ``count`` queries (a shuffle seeded by
+    :data:`SPLIT_SEED`, cut in two), each sorted; only the first ``per_half`` of each half
+    in shuffled order when ``per_half`` > 0."""
+    order = list(range(count))
+    random.Random(SPLIT_SEED).shuffle(order)
+    tune, held = order[: count // 2], order[count // 2 :]
+    if per_half:
+        tune, held = tune[:per_half], held[:per_half]
+    return sorted(tune), sorted(held)
 
 
 def evaluate(run: Run, qrels: Mapping[str, Mapping[str, int]], k: int = 10) -> float:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import shutil
 import sqlite3
 import subprocess
@@ -41,7 +40,14 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import latency_ms
-from benchmarks.eval_scifact import DEFAULT_SCIFACT, Dataset, load_dataset, ndcg_at_k
+from benchmarks.eval_scifact import (
+    DEFAULT_SCIFACT,
+    Dataset,
+    load_dataset,
+    ndcg_at_k,
+    query_halves,
+    recall_at_k,
+)
 from edge_colbert.encoder import Encoder
 from edge_colbert.index import Index
 from edge_colbert.lexical import (
@@ -55,7 +61,6 @@ from edge_colbert.lexical import (
 from edge_colbert.prefilter import default_keep
 from edge_colbert.schema import FTS_ENGLISH
 
-SPLIT_SEED = 0
 # BM25's weight in the convex combination (weight 0 is MaxSim alone, 1 BM25 alone).
 WEIGHTS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 DEPTH = 100
@@ -67,18 +72,11 @@ Run = dict[str, dict[str, float]]
 CPU_TIMES: dict[str, list[float]] = {}
 
 
-def recall_at(run_one: dict[str, float], judged: dict[str, int], k: int = 100) -> float:
-    """Share of the relevant documents among the top ``k``."""
-    relevant = {d for d, g in judged.items() if g > 0}
-    top = sorted(run_one.items(), key=lambda item: (-item[1], item[0]))[:k]
-    return len(relevant & {d for d, _ in top}) / len(relevant) if relevant else 0.0
-
-
 def scores(run: Run, data: Dataset, qids: Sequence[str]) -> tuple[float, float]:
     """Mean nDCG@10 and Recall@100 over ``qids`` (judged queries only)."""
     judged = [q for q in qids if any(g > 0 for g in data.qrels.get(q, {}).values())]
     ndcg = float(np.mean([ndcg_at_k(run.get(q, {}), data.qrels[q], 10) for q in judged]))
-    recall = float(np.mean([recall_at(run.get(q, {}), data.qrels[q]) for q in judged]))
+    recall = float(np.mean([recall_at_k(run.get(q, {}), data.qrels[q]) for q in judged]))
     return ndcg, recall
 
 
@@ -736,9 +734,7 @@ def main(argv: list[str] | None = None) -> int:
         result["build"] = build(args.db, data, encoder)
         print(f"built {args.db}: {result['build']}", flush=True)
 
-    order = list(range(len(data.query_ids)))
-    random.Random(SPLIT_SEED).shuffle(order)
-    tune, held = sorted(order[: len(order) // 2]), sorted(order[len(order) // 2 :])
+    tune, held = query_halves(len(data.query_ids))
     tune_ids = [data.query_ids[i] for i in tune]
     held_ids = [data.query_ids[i] for i in held]
     began = time.perf_counter()
@@ -834,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
             run_mode(index, data, vectors, mode=mode, only=held, timings=timings[mode], k=10)
         # Exhaustive scoring reads every token of the collection per query: on a subset of the
         # held-out half (the first --exhaustive-queries of its seeded order).
-        subset = sorted(order[len(order) // 2 :][: args.exhaustive_queries])
+        subset = query_halves(len(data.query_ids), args.exhaustive_queries)[1]
         subset_ids = [data.query_ids[i] for i in subset]
         exhaustive_pools = collect(index, data, vectors, subset, exhaustive=True)
         record(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ if "--worker" in sys.argv:
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import latency_ms
-from benchmarks.eval_scifact import DEFAULT_SCIFACT, load_dataset
+from benchmarks.eval_scifact import DEFAULT_SCIFACT, load_dataset, query_halves
 
 MODES = ("hybrid", "semantic", "keyword")
 WARMUP = 30
@@ -57,9 +56,8 @@ def worker(tree: Path, db: Path, data_dir: Path, vectors: Path | None, held: boo
         raise SystemExit(f"measuring {edge_colbert.__file__}, not the tree {tree}")
 
     data = load_dataset(data_dir)
-    order = list(range(len(data.query_ids)))
-    random.Random(0).shuffle(order)  # the split of benchmarks/hybrid.py
-    positions = sorted(order[len(order) // 2 :]) if held else list(range(len(order)))
+    count = len(data.query_ids)
+    positions = query_halves(count)[1] if held else list(range(count))
     index = Index(db, readonly=True)
     if vectors is not None:
         cached = np.load(vectors)

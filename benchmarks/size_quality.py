@@ -46,25 +46,24 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `edge_co
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common
-from benchmarks.eval_scifact import Dataset, load_dataset, ndcg_at_k
+from benchmarks.eval_scifact import (
+    SPLIT_SEED,
+    Dataset,
+    load_dataset,
+    ndcg_at_k,
+    query_halves,
+    recall_at_k,
+)
 from benchmarks.prefilter_sweep import scifact_collection
 from benchmarks.scaling import DEFAULT_CACHE, PrecomputedEncoder
-
-# benchmarks/hybrid.py's split: random.Random(0).shuffle of the query order, halves.
-SPLIT_SEED = 0
 
 Run = dict[str, dict[str, float]]
 
 
 def halves(data: Dataset, per_half: int) -> tuple[list[str], list[str]]:
-    """The tune and held-out query ids of hybrid.py's split (the first ``per_half`` of
-    each in its shuffled order when ``per_half`` > 0)."""
-    order = list(range(len(data.query_ids)))
-    random.Random(SPLIT_SEED).shuffle(order)
-    tune, held = order[: len(order) // 2], order[len(order) // 2 :]
-    if per_half:
-        tune, held = tune[:per_half], held[:per_half]
-    return [data.query_ids[i] for i in sorted(tune)], [data.query_ids[i] for i in sorted(held)]
+    """The tune and held-out query ids of the shared split (:func:`query_halves`)."""
+    tune, held = query_halves(len(data.query_ids), per_half)
+    return [data.query_ids[i] for i in tune], [data.query_ids[i] for i in held]
 
 
 def mean_ndcg(run: Run, data: Dataset, qids: list[str]) -> float:
@@ -74,13 +73,9 @@ def mean_ndcg(run: Run, data: Dataset, qids: list[str]) -> float:
 
 
 def recall_at(run: Run, data: Dataset, qids: list[str], k: int = 100) -> float:
-    """Mean share of each judged query's relevant documents found in its top ``k``."""
-    shares = []
-    for qid in qids:
-        relevant = {d for d, grade in data.qrels.get(qid, {}).items() if grade > 0}
-        if relevant:
-            ranked = sorted(run.get(qid, {}).items(), key=lambda item: -item[1])[:k]
-            shares.append(len(relevant & {d for d, _ in ranked}) / len(relevant))
+    """Mean Recall@k over the ``qids`` that have a relevant document."""
+    judged = [q for q in qids if any(g > 0 for g in data.qrels.get(q, {}).values())]
+    shares = [recall_at_k(run.get(q, {}), data.qrels[q], k) for q in judged]
     return float(np.mean(shares)) if shares else float("nan")
 
 
