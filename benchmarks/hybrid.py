@@ -495,11 +495,11 @@ def measure_knobs(
             ("hybrid search", hybrid_search),
         )
     index.keep = None
-    import edge_colbert.index as index_module
+    import edge_colbert.prefilter as prefilter_module
 
-    chosen = index_module.HYBRID_CANDIDATE_SHARE
+    chosen = prefilter_module.HYBRID_CANDIDATE_SHARE
     for share in (1, 4, 8, 16):  # stage-1 candidates: 2,048 / share at SciFact's size
-        index_module.HYBRID_CANDIDATE_SHARE = share
+        prefilter_module.HYBRID_CANDIDATE_SHARE = share
         figures[f"stage-1 candidates / {share}"] = _knob_setting(
             index,
             data,
@@ -509,7 +509,7 @@ def measure_knobs(
             f"hybrid, stage-1 candidates / {share}",
             ("hybrid search", hybrid_search),
         )
-    index_module.HYBRID_CANDIDATE_SHARE = chosen
+    prefilter_module.HYBRID_CANDIDATE_SHARE = chosen
     return figures
 
 

@@ -39,7 +39,7 @@ from edge_colbert.lexical import (
 from edge_colbert.maxsim import maxsim_float_packed, maxsim_int8_packed, maxsim_scores
 from edge_colbert.mirror import PrefilterMirror
 from edge_colbert.pooling import check_pool_factor, pool_documents, settle_pool_factor
-from edge_colbert.prefilter import Prefilter, search_settings
+from edge_colbert.prefilter import Prefilter, SearchSettings, search_settings
 from edge_colbert.quantize import dequantize_int8, quantize_int8
 from edge_colbert.store import ModelInfo, NewDocument, PackedVectors, Store, StoredDocument
 from edge_colbert.training import (
@@ -76,14 +76,6 @@ SEARCH_MODES = ("hybrid", "semantic", "keyword")
 DEFAULT_MODE = "hybrid"
 # Keyword hits joined to the prefilter's candidates in a hybrid search.
 FTS_CANDIDATES = 100
-# Hybrid search keeps 1/HYBRID_KEEP_SHARE of semantic search's pruning survivors (_keep).
-HYBRID_KEEP_SHARE = 2
-# ... and prunes 1/HYBRID_CANDIDATE_SHARE of its stage-1 candidates (256 of 2,048 up to
-# 200,000 documents). On the tune half of scifact-dev, 2,048 down to 256 kept nDCG@10 at
-# 0.7332 and the top-10 overlap with exhaustive hybrid at 0.984-0.983 (128: 0.967) while
-# pruning, the prefilter's main cost, did an eighth of the work; measured at SciFact scale
-# only.
-HYBRID_CANDIDATE_SHARE = 8
 
 
 @dataclass(frozen=True)
@@ -672,13 +664,13 @@ class Index:
             # The knobs grow with the collection (prefilter.search_settings).
             settings = search_settings(prefilter.num_documents, min(k, 1 << 20))
             nprobe = settings.nprobe if self.nprobe is None else self.nprobe
-            limit = settings.candidates // (HYBRID_CANDIDATE_SHARE if hybrid else 1)
-            candidates = prefilter.candidates(query, nprobe=nprobe, limit=max(1, limit))
+            limit = settings.hybrid_candidates if hybrid else settings.candidates
+            candidates = prefilter.candidates(query, nprobe=nprobe, limit=limit)
             if allowed is not None:
                 candidates = np.intersect1d(candidates, allowed, assume_unique=True)
             if candidates.size < k:
                 return candidates, False
-            keep = self._keep(settings.keep, hybrid=hybrid)
+            keep = self._keep(settings, hybrid=hybrid)
             if beside is None or candidates.size <= keep:
                 return prefilter.prune(query, candidates, keep=keep), True
             # Prefilter.prune with its centroid interaction (the gather that dominates a
@@ -735,17 +727,13 @@ class Index:
             wait(given)  # the helper is idle before another search may take it
             self._helper_free.release()
 
-    def _keep(self, default: int, *, hybrid: bool) -> int:
-        """Candidates that survive pruning: ``keep`` when given, else ``default`` (from
-        :func:`~edge_colbert.prefilter.search_settings`), half of it in hybrid search, where
-        the keyword hits are candidates too. On scifact-dev (``benchmarks/hybrid.py
-        --knobs``, k=10) a quarter, a half and all of 320 kept nDCG@10 0.7326, 0.7332 and
-        0.7334 on the tune half; a quarter kept 0.959 of the exhaustive top 10 there but
-        0.949 on the held-out half, under issue 15's 0.95, so a half is used (0.984 on the
-        tune half; docs/hybrid.md)."""
+    def _keep(self, settings: SearchSettings, *, hybrid: bool) -> int:
+        """Candidates that survive pruning: ``keep`` when given, else the settings' (see
+        :func:`~edge_colbert.prefilter.search_settings`), fewer in hybrid search, where the
+        keyword hits are candidates too."""
         if self.keep is not None:
             return self.keep
-        return max(1, default // HYBRID_KEEP_SHARE) if hybrid else default
+        return settings.hybrid_keep if hybrid else settings.keep
 
     def _score_pack(self, query: npt.NDArray[np.float32], pack: PackedVectors) -> Any:
         if pack.codec is None:

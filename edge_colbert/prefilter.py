@@ -77,19 +77,40 @@ def default_keep(k: int) -> int:
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """The prefilter's knobs for one search: centroids probed per query token, stage-1
-    candidates, and candidates kept after pruning (scored by exact MaxSim)."""
+    """The prefilter's knobs for one search, semantic and hybrid: centroids probed per
+    query token, stage-1 candidates, and candidates kept after pruning (scored by exact
+    MaxSim). A hybrid search prunes fewer stage-1 candidates and keeps fewer, as the
+    keyword hits are candidates too."""
 
     nprobe: int
     candidates: int
     keep: int
+    hybrid_candidates: int
+    hybrid_keep: int
 
 
+# Up to this many documents a semantic search prunes SMALL_CANDIDATES stage-1 candidates
+# (see search_settings).
+SMALL_COLLECTION = 30_000
+SMALL_CANDIDATES = 1024
 # Up to this many documents the knobs are the ones chosen on SciFact (see search_settings).
 LARGE_COLLECTION = 200_000
 # Above LARGE_COLLECTION and up to MID_COLLECTION documents: twice the candidates, at
 # least 512 kept; beyond, four times and at least 768 (see search_settings).
 MID_COLLECTION = 500_000
+# Hybrid search keeps 1/HYBRID_KEEP_SHARE of semantic search's pruning survivors. On the
+# tune half of scifact-dev (``benchmarks/hybrid.py --knobs``, k=10) a quarter, a half and
+# all of 320 kept nDCG@10 0.7326, 0.7332 and 0.7334; a quarter kept 0.959 of the exhaustive
+# top 10 there but 0.949 on the held-out half, under issue 15's 0.95, so a half is used
+# (0.984 on the tune half; docs/hybrid.md).
+HYBRID_KEEP_SHARE = 2
+# ... and prunes 1/HYBRID_CANDIDATE_SHARE of the stage-1 candidates a collection of its
+# size gets from DEFAULT_CANDIDATES (256 of 2,048 up to 200,000 documents, also where
+# semantic search prunes SMALL_CANDIDATES). On the tune half of scifact-dev, 2,048 down to
+# 256 kept nDCG@10 at 0.7332 and the top-10 overlap with exhaustive hybrid at 0.984-0.983
+# (128: 0.967, re-measured 0.963) while pruning, the prefilter's main cost, did an eighth
+# of the work; measured at SciFact scale only.
+HYBRID_CANDIDATE_SHARE = 8
 
 
 def search_settings(documents: int, k: int) -> SearchSettings:
@@ -98,22 +119,44 @@ def search_settings(documents: int, k: int) -> SearchSettings:
     Up to :data:`LARGE_COLLECTION` documents: nprobe :data:`DEFAULT_NPROBE` (4),
     :data:`DEFAULT_CANDIDATES` (2,048) stage-1 candidates and :func:`default_keep` kept,
     as chosen on SciFact (5k documents); at 100k replicated documents these keep the
-    top-10 overlap with exhaustive at 0.97-0.99 in about 14 CPU-ms. Beyond, more documents
-    score close to the true top ten, and the candidates (not the probes) are what runs
-    short: up to 500,000 documents twice the stage-1 candidates and at least 512 kept,
-    beyond four times (8,192) and at least 768 kept. At 1M documents this lifted the
-    overlap from 0.82 to 0.94 on 50 tuning queries and from 0.86 to 0.98 on the 30
-    held-out ones that ``benchmarks/scaling.py`` reports (0.927 with the SciFact knobs
-    and the earlier per-token-maximum stage 1), at 1.5-1.7x the search CPU; nprobe 6, 8
-    or 12 did not help at equal candidates, and 1,024 kept gained 0.006 for a third more
-    exact scoring (``benchmarks/prefilter_sweep.py --index``, docs/benchmarks.md
-    "Scaling"). Beyond 1M documents the values are the 1M ones, not measured.
+    top-10 overlap with exhaustive at 0.97-0.99 in about 14 CPU-ms. Up to
+    :data:`SMALL_COLLECTION` documents a semantic search prunes only
+    :data:`SMALL_CANDIDATES` (1,024): on scifact-dev's tune half the same nDCG@10
+    (0.6834) and top-10 overlap with exhaustive (0.993) as 2,048 at 0.8x the wall time
+    (held-out: 0.6907 and 0.991 both ways), and on replicated collections of 10k and 30k
+    documents the same tuning overlap (0.974 against 0.972, 0.970 against 0.972), where at
+    100k it fell to 0.952 against 0.972 (``benchmarks/prefilter_sweep.py --index``).
+
+    Beyond :data:`LARGE_COLLECTION`, more documents score close to the true top ten, and
+    the candidates (not the probes) are what runs short: up to 500,000 documents twice the
+    stage-1 candidates and at least 512 kept, beyond four times (8,192) and at least 768
+    kept. At 1M documents this lifted the overlap from 0.82 to 0.94 on 50 tuning queries
+    and from 0.86 to 0.98 on the 30 held-out ones that ``benchmarks/scaling.py`` reports
+    (0.927 with the SciFact knobs and the earlier per-token-maximum stage 1), at 1.5-1.7x
+    the search CPU; nprobe 6, 8 or 12 did not help at equal candidates, and 1,024 kept
+    gained 0.006 for a third more exact scoring (``benchmarks/prefilter_sweep.py
+    --index``, docs/benchmarks.md "Scaling"). Beyond 1M documents the values are the 1M
+    ones, not measured.
+
+    Hybrid search prunes 1/:data:`HYBRID_CANDIDATE_SHARE` of the 2,048, 4,096 or 8,192
+    and keeps 1/:data:`HYBRID_KEEP_SHARE` of ``keep``.
     """
     keep = default_keep(k)
     if documents <= LARGE_COLLECTION:
-        return SearchSettings(DEFAULT_NPROBE, DEFAULT_CANDIDATES, keep)
-    factor, kept = (2, 512) if documents <= MID_COLLECTION else (4, 768)
-    return SearchSettings(DEFAULT_NPROBE, factor * DEFAULT_CANDIDATES, max(keep, kept))
+        candidates, grown = DEFAULT_CANDIDATES, DEFAULT_CANDIDATES
+        if documents <= SMALL_COLLECTION:
+            candidates = SMALL_CANDIDATES
+    else:
+        factor, kept = (2, 512) if documents <= MID_COLLECTION else (4, 768)
+        grown = factor * DEFAULT_CANDIDATES
+        candidates, keep = grown, max(keep, kept)
+    return SearchSettings(
+        nprobe=DEFAULT_NPROBE,
+        candidates=candidates,
+        keep=keep,
+        hybrid_candidates=max(1, grown // HYBRID_CANDIDATE_SHARE),
+        hybrid_keep=max(1, keep // HYBRID_KEEP_SHARE),
+    )
 
 
 def _gather_segments(

@@ -16,7 +16,11 @@ from edge_colbert.errors import IndexFileError, InvalidInputError
 from edge_colbert.prefilter import (
     DEFAULT_CANDIDATES,
     DEFAULT_NPROBE,
+    HYBRID_CANDIDATE_SHARE,
+    HYBRID_KEEP_SHARE,
     LARGE_COLLECTION,
+    SMALL_CANDIDATES,
+    SMALL_COLLECTION,
     Prefilter,
     _by_centroid,
     default_keep,
@@ -162,14 +166,19 @@ def test_centroid_view_across_sort_blocks() -> None:
 
 
 def test_settings_keep_small_collections_as_they_were() -> None:
-    for documents in (0, 5_183, 100_000, LARGE_COLLECTION):
+    for documents in (0, 5_183, SMALL_COLLECTION, SMALL_COLLECTION + 1, LARGE_COLLECTION):
         for k in (1, 10, 100):
             got = search_settings(documents, k)
+            small = documents <= SMALL_COLLECTION
             assert (got.nprobe, got.candidates, got.keep) == (
                 DEFAULT_NPROBE,
-                DEFAULT_CANDIDATES,
+                SMALL_CANDIDATES if small else DEFAULT_CANDIDATES,
                 default_keep(k),
             )
+            # Hybrid search's share is of the 2,048 at every size up to LARGE_COLLECTION:
+            # it was tuned there (256), and 128 lost top-10 overlap (docs/hybrid.md).
+            assert got.hybrid_candidates == DEFAULT_CANDIDATES // HYBRID_CANDIDATE_SHARE
+            assert got.hybrid_keep == default_keep(k) // HYBRID_KEEP_SHARE
 
 
 def test_settings_grow_with_the_collection() -> None:
@@ -178,6 +187,8 @@ def test_settings_grow_with_the_collection() -> None:
     for small, large in itertools.pairwise(settings):
         assert large.nprobe >= small.nprobe and large.keep >= small.keep
         assert large.candidates >= small.candidates
+        assert large.hybrid_candidates >= small.hybrid_candidates
+        assert large.hybrid_keep >= small.hybrid_keep
     million = search_settings(1_000_000, 10)
     assert million.candidates > DEFAULT_CANDIDATES and million.keep > default_keep(10)
     assert million.candidates >= million.keep and million.nprobe >= DEFAULT_NPROBE
