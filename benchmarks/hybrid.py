@@ -195,7 +195,7 @@ def collect_per_token(
             lex_ids, lex_scores = (
                 store.fts_search(match, 100) if match else (np.zeros(0, np.int64), np.zeros(0))
             )
-            candidates = index._candidates(vectors[i], 100, None, False, hybrid=True)
+            candidates = index.ranker.candidates(vectors[i], 100, None, False, hybrid=True)
             if candidates is None:
                 raise SystemExit("--idf needs an index with centroids (no exhaustive scan)")
             pack = store.vectors(np.union1d(candidates, lex_ids).tolist())
@@ -287,7 +287,7 @@ def match_without_stopwords(index: Index, text: str) -> str | None:
 
 def _match(index: Index, terms: list[str]) -> str | None:
     """The product's FTS5 query for these terms (None for none)."""
-    return fts_match(index._informative(terms)) if terms else None
+    return fts_match(index.ranker.informative(terms)) if terms else None
 
 
 def keyword_run(pools: list[Pool], ids_of: dict[int, str]) -> Run:
@@ -348,7 +348,7 @@ def measure_stopwords(
     cpu: dict[str, list[float]] = {"product query": [], "stopwords dropped": []}
     makers = {"product query": product_match, "stopwords dropped": match_without_stopwords}
     term_makers = {"product query": fts_terms, "stopwords dropped": terms_without_stopwords}
-    index.lexical_weight = best_weight
+    index.ranker.lexical_weight = best_weight
     try:
         for round_ in range(2):
             for name in sorted(cpu, reverse=round_ == 1):
@@ -455,7 +455,7 @@ def measure_knobs(
     and the share of stage 1's candidates that hybrid search prunes. Printed:
     nDCG@10 on both halves and CPU p50 of the FTS5 query and of the whole search."""
     figures: dict[str, Any] = {}
-    lossless = index._informative
+    lossless = index.ranker.informative
 
     def keyword_query(i: int) -> None:
         with index.store.snapshot():
@@ -471,7 +471,7 @@ def measure_knobs(
         def informative(terms: list[str], share: float = share) -> list[str]:
             return lossless(terms, share)
 
-        index._informative = informative  # type: ignore[method-assign]
+        index.ranker.informative = informative  # type: ignore[method-assign]
         figures[f"share {share}"] = _knob_setting(
             index,
             data,
@@ -481,10 +481,10 @@ def measure_knobs(
             f"hybrid, term share {share}",
             ("FTS5 top 100", keyword_query),
         )
-    index._informative = lossless  # type: ignore[method-assign]
+    index.ranker.informative = lossless  # type: ignore[method-assign]
     keep_at_10 = default_keep(10)
     for keep in (keep_at_10 // 4, keep_at_10 // 2, keep_at_10):
-        index.keep = keep
+        index.ranker.keep = keep
         figures[f"keep {keep}"] = _knob_setting(
             index,
             data,
@@ -494,7 +494,7 @@ def measure_knobs(
             f"hybrid, keep {keep}",
             ("hybrid search", hybrid_search),
         )
-    index.keep = None
+    index.ranker.keep = None
     import edge_colbert.prefilter as prefilter_module
 
     chosen = prefilter_module.HYBRID_CANDIDATE_SHARE
@@ -527,7 +527,7 @@ def run_mode(
     k: int = 100,
 ) -> Run:
     """The top ``k`` of every query (or of the query positions ``only``)."""
-    index.lexical_weight, index.fusion = weight, fusion
+    index.ranker.lexical_weight, index.ranker.fusion = weight, fusion
     run: Run = {}
     for i in only if only is not None else range(len(data.query_ids)):
         began, began_cpu = time.perf_counter(), time.process_time()
@@ -563,7 +563,7 @@ def collect(
 ) -> list[Pool]:
     """Per query what a hybrid search scores: (query id, candidate rowids, their exact
     MaxSim, their BM25 or NaN, the prefilter's own candidates), through the Index's own
-    steps (as Index._rank_hybrid takes them, k=100); ``match_of`` makes the FTS5 query."""
+    steps (as Ranker.hybrid takes them, k=100); ``match_of`` makes the FTS5 query."""
     pools: list[Pool] = []
     store = index.store
     for i in positions:
@@ -572,12 +572,14 @@ def collect(
             lex_ids, lex_scores = (
                 store.fts_search(match, 100) if match else (np.zeros(0, np.int64), np.zeros(0))
             )
-            candidates = index._candidates(vectors[i], 100, None, exhaustive, hybrid=True)
+            candidates = index.ranker.candidates(vectors[i], 100, None, exhaustive, hybrid=True)
             if candidates is None:
-                sem_ids, sem_scores = index._scores_all(vectors[i])
+                sem_ids, sem_scores = index.ranker.scores_all(vectors[i])
                 candidates = sem_ids
             else:
-                sem_ids, sem_scores = index._scores(vectors[i], np.union1d(candidates, lex_ids))
+                sem_ids, sem_scores = index.ranker.scores(
+                    vectors[i], np.union1d(candidates, lex_ids)
+                )
         lexical = np.full(sem_ids.size, np.nan)
         where = np.searchsorted(sem_ids, lex_ids)
         lexical[where] = lex_scores

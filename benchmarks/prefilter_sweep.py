@@ -190,7 +190,7 @@ def sweep_index(args: argparse.Namespace) -> None:
             b = time.process_time()
             kept = pre.prune(q, cand, keep=keep)
             c = time.process_time()
-            top = {rowid for rowid, _ in index._score(q, kept, 10)}
+            top = {rowid for rowid, _ in index.ranker.score(q, kept, 10)}
             d = time.process_time()
             rows.append((len(top & set(ref)) / 10, b - a, c - b, d - c))
         for part, sel in (("tune", slice(args.tune_from, None)), ("held", slice(args.tune_from))):

@@ -4,7 +4,8 @@ It ties the parts together: the :class:`~edge_colbert.encoder.Encoder` makes tok
 :mod:`~edge_colbert.quantize` stores them as int8, :class:`~edge_colbert.store.Store` keeps
 them in SQLite, :class:`~edge_colbert.prefilter.Prefilter` (kept in step with the file by
 :class:`~edge_colbert.mirror.PrefilterMirror`) narrows a search to candidate documents and
-:mod:`~edge_colbert.maxsim` ranks them exactly. When centroids are trained is decided in
+:mod:`~edge_colbert.maxsim` ranks them exactly, along the search path of
+:class:`~edge_colbert.ranking.Ranker`. When centroids are trained is decided in
 :mod:`~edge_colbert.training`; input checks live in :mod:`~edge_colbert.validation`.
 """
 
@@ -13,13 +14,11 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,21 +26,14 @@ import numpy.typing as npt
 from edge_colbert import schema
 from edge_colbert.codec import ResidualCodec, check_codec, settle_codec
 from edge_colbert.errors import InvalidInputError
-from edge_colbert.lexical import (
-    DEFAULT_LEXICAL_WEIGHT,
-    LOSSLESS_SHARE,
-    Fusion,
-    TermFrequencies,
-    fts_match,
-    fts_terms,
-    fuse,
-)
-from edge_colbert.maxsim import maxsim_float_packed, maxsim_int8_packed, maxsim_scores
+from edge_colbert.lexical import fts_terms
+from edge_colbert.maxsim import maxsim_scores
 from edge_colbert.mirror import PrefilterMirror
 from edge_colbert.pooling import check_pool_factor, pool_documents, settle_pool_factor
-from edge_colbert.prefilter import Prefilter, SearchSettings, search_settings
+from edge_colbert.prefilter import Prefilter
 from edge_colbert.quantize import dequantize_int8, quantize_int8
-from edge_colbert.store import ModelInfo, NewDocument, PackedVectors, Store, StoredDocument
+from edge_colbert.ranking import Ranker, Scored, top
+from edge_colbert.store import ModelInfo, NewDocument, Store, StoredDocument
 from edge_colbert.training import (
     RETRAIN_FACTOR,
     TRAIN_TOKENS,
@@ -64,18 +56,12 @@ __all__ = ["DEFAULT_MODE", "RETRAIN_FACTOR", "SEARCH_MODES", "TRAIN_TOKENS", "Hi
 
 logger = logging.getLogger(__name__)
 
-# A filter that leaves this many tokens or fewer is scored exactly: cheaper than probing.
-EXACT_FILTER_TOKENS = 65536
-# Documents read from SQLite per exact-scoring step, so memory stays bounded.
-SCORE_DOCS = 1024
 # Texts per encoder call: the encoder sorts them by length and pads per batch of its own, so
 # larger calls pad less; each call's float32 vectors are quantized before the next.
 DEFAULT_BATCH = 1024
 # Search modes; the default is the best on the held-out half of scifact-dev (docs/hybrid.md).
 SEARCH_MODES = ("hybrid", "semantic", "keyword")
 DEFAULT_MODE = "hybrid"
-# Keyword hits joined to the prefilter's candidates in a hybrid search.
-FTS_CANDIDATES = 100
 
 
 @dataclass(frozen=True)
@@ -96,28 +82,8 @@ class Hit:
     semantic: float | None = None
 
 
-@dataclass(frozen=True)
-class _Scored:
-    """A ranked rowid with its ranking score and the two signals (None: not computed)."""
-
-    rowid: int
-    score: float
-    lexical: float | None
-    semantic: float | None
-
-
-def _hit(doc: StoredDocument, scored: _Scored) -> Hit:
+def _hit(doc: StoredDocument, scored: Scored) -> Hit:
     return Hit(doc.id, scored.score, doc.text, doc.metadata, scored.lexical, scored.semantic)
-
-
-# Rowids (sorted) and their MaxSim scores.
-_RowScores = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
-
-
-def _joined(ids: list[npt.NDArray[np.int64]], scores: list[npt.NDArray[np.float32]]) -> _RowScores:
-    if not ids:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    return np.concatenate(ids), np.concatenate(scores).astype(np.float32, copy=False)
 
 
 def _check_mode(mode: object) -> str:
@@ -134,33 +100,6 @@ def _check_where(where: object) -> Mapping[str, Any] | None:
     return where or None
 
 
-def _top(
-    rowids: npt.NDArray[np.int64], scores: npt.NDArray[np.float32], k: int
-) -> list[tuple[int, float]]:
-    """The best ``k`` (rowid, score), by score then rowid (deterministic ties)."""
-    order = np.lexsort((rowids, -scores.astype(np.float64)))[:k]
-    return [(int(rowids[i]), float(scores[i])) for i in order]
-
-
-_Result = TypeVar("_Result")
-
-
-class _Beside(Protocol):
-    """Runs memory-only work beside the calling thread (see ``Index._beside``)."""
-
-    def __call__(self, work: Callable[[], _Result]) -> Future[_Result]: ...
-
-
-def _done_here(work: Callable[[], _Result]) -> Future[_Result]:
-    """``work`` run at once on this thread, as a finished future."""
-    future: Future[_Result] = Future()
-    try:
-        future.set_result(work())
-    except Exception as error:  # noqa: BLE001 - handed to whoever asks the future
-        future.set_exception(error)
-    return future
-
-
 class Index:
     """A ColBERT index in one SQLite file.
 
@@ -171,7 +110,9 @@ class Index:
     commit whole or not at all; :meth:`close` may be called from any thread and closes
     every thread's connection. The in-memory prefilter is shared and updated under a lock.
     A hybrid search runs the prefilter on the index's one helper thread while it asks the
-    full-text index, when no other search is using that thread.
+    full-text index, when no other search is using that thread. ``index.ranker`` is that
+    search path (:class:`~edge_colbert.ranking.Ranker`) with its knobs: ``nprobe``,
+    ``keep``, and hybrid search's ``lexical_weight``, ``fusion`` and ``fts_candidates``.
 
     Args:
         path: the index file; created when absent (unless ``readonly``).
@@ -233,20 +174,10 @@ class Index:
             encoder = _default_encoder()
         self._encoder = encoder
         self._encoder_lock = threading.Lock()
-        # Hybrid search's knobs (chosen on one half of scifact-dev, see docs/hybrid.md).
-        self.lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
-        self.fusion: Fusion = "convex"
-        self.fts_candidates: int = FTS_CANDIDATES
-        self._term_frequencies = TermFrequencies()
-        # One helper thread per index runs a hybrid search's prefilter beside its FTS5 query.
-        self._helper: ThreadPoolExecutor | None = None
-        self._helper_lock = threading.Lock()
-        self._helper_free = threading.Lock()
-        self.nprobe = None if nprobe is None else int(nprobe)
-        self.keep = keep
+        nprobe = None if nprobe is None else int(nprobe)
         self.train_tokens = int(train_tokens)
         if (
-            (self.nprobe is not None and self.nprobe < 1)
+            (nprobe is not None and nprobe < 1)
             or (keep is not None and keep < 1)
             or self.train_tokens < 1
         ):
@@ -263,6 +194,7 @@ class Index:
             self._store.close()
             raise
         self._mirror = PrefilterMirror(self._store)
+        self.ranker = Ranker(self._store, self._mirror, nprobe=nprobe, keep=keep)
 
     # ---------------------------------------------------------------- plumbing
 
@@ -497,11 +429,11 @@ class Index:
         self._refresh()
         with self._store.snapshot():
             if mode == "hybrid":
-                scored = self._rank_hybrid(vectors, str(query), k, where, exhaustive)
+                scored = self.ranker.hybrid(vectors, str(query), k, where, exhaustive)
             else:
                 scored = [
-                    _Scored(rowid, score, None, score)
-                    for rowid, score in self._rank(vectors, k, where, exhaustive)
+                    Scored(rowid, score, None, score)
+                    for rowid, score in self.ranker.semantic(vectors, k, where, exhaustive)
                 ]
             docs = self._store.documents([s.rowid for s in scored])
         return [_hit(docs[s.rowid], s) for s in scored if s.rowid in docs]
@@ -512,282 +444,9 @@ class Index:
         if not terms:
             return []  # no word to look for (punctuation only)
         with self._store.snapshot():
-            kept = self._informative(terms)
-            rowids, scores = self._store.fts_search(fts_match(kept), k, where=where)
-            if rowids.size < k and len(kept) < len(terms):
-                # Too few hits: the documents that hold only the common terms fill the list,
-                # in FTS5's order (their scores are millionths).
-                rowids, scores = self._store.fts_search(fts_match(terms), k, where=where)
-            docs = self._store.documents(rowids.tolist())
-        scored = [
-            _Scored(int(r), float(s), float(s), None) for r, s in zip(rowids, scores, strict=True)
-        ]
+            scored = self.ranker.keyword(terms, k, where)
+            docs = self._store.documents([s.rowid for s in scored])
         return [_hit(docs[s.rowid], s) for s in scored if s.rowid in docs]
-
-    def _rank_hybrid(
-        self,
-        query: npt.NDArray[np.float32],
-        text: str,
-        k: int,
-        where: Mapping[str, Any] | None,
-        exhaustive: bool,
-    ) -> list[_Scored]:
-        """The FTS top hits and the semantic candidates, all scored by exact MaxSim, fused."""
-        terms = fts_terms(text)
-
-        def keyword() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-            if not terms:
-                return np.zeros(0, dtype=np.int64), np.zeros(0)
-            # Documents that hold only terms of BM25 weight 0 are not keyword candidates
-            # (TermFrequencies): fusion counts their millionths as no match.
-            return self._store.fts_search(
-                fts_match(self._informative(terms)), max(self.fts_candidates, k), where=where
-            )
-
-        prefilter = self._prefilter
-        allowed, final = self._allowed(where, exhaustive, prefilter)
-        if final or prefilter is None:
-            lex_ids, lex_scores = keyword()
-            if allowed is None:
-                sem_ids, sem_scores = self._scores_all(query)
-            else:
-                sem_ids, sem_scores = self._scores(query, np.union1d(allowed, lex_ids))
-        else:
-            # The prefilter (memory only) runs on the helper thread while this thread asks
-            # FTS5 and reads the keyword hits' vectors (SQLite stays on this thread, in its
-            # snapshot); then the helper scores those while this one reads and scores the
-            # other candidates.
-            with self._beside() as beside:
-                narrowing = beside(lambda: self._narrow(prefilter, query, k, allowed, hybrid=True))
-                lex_ids, lex_scores = keyword()
-                keyword_packs = self._read(lex_ids)
-                candidates = self._settled(narrowing.result(), k, allowed)
-                if candidates is None:
-                    sem_ids, sem_scores = self._scores_all(query)
-                else:
-                    scoring = beside(lambda: self._score_packs(query, keyword_packs))
-                    rest = np.setdiff1d(candidates, lex_ids, assume_unique=True)
-                    rest_ids, rest_scores = self._score_packs(query, self._read(rest))
-                    hit_ids, hit_scores = scoring.result()
-                    sem_ids, sem_scores = _joined([hit_ids, rest_ids], [hit_scores, rest_scores])
-                    order = np.argsort(sem_ids, kind="stable")
-                    sem_ids, sem_scores = sem_ids[order], sem_scores[order]
-        if sem_ids.size == 0:
-            return []
-        lexical = np.full(sem_ids.size, np.nan)
-        position = np.searchsorted(sem_ids, lex_ids)
-        found = position < sem_ids.size
-        found[found] = sem_ids[position[found]] == lex_ids[found]
-        lexical[position[found]] = lex_scores[found]
-        fused = fuse(sem_scores, lexical, weight=self.lexical_weight, method=self.fusion)
-        order = np.lexsort((sem_ids, -fused))[:k]
-        return [
-            _Scored(
-                int(sem_ids[i]),
-                float(fused[i]),
-                None if np.isnan(lexical[i]) else float(lexical[i]),
-                float(sem_scores[i]),
-            )
-            for i in order
-        ]
-
-    def _informative(self, terms: list[str], share: float = LOSSLESS_SHARE) -> list[str]:
-        """``terms`` without those held by ``share`` of the documents (inside a snapshot;
-        see :class:`~edge_colbert.lexical.TermFrequencies`)."""
-        store = self._store
-        return self._term_frequencies.informative(
-            terms,
-            share=share,
-            state=store.collection_state(),
-            documents=store.count,
-            holding=store.fts_holding,
-        )
-
-    def _rank(
-        self,
-        query: npt.NDArray[np.float32],
-        k: int,
-        where: Mapping[str, Any] | None,
-        exhaustive: bool,
-    ) -> list[tuple[int, float]]:
-        """MaxSim alone: the best ``k`` (rowid, score)."""
-        candidates = self._candidates(query, k, where, exhaustive)
-        if candidates is None:
-            return self._score_all(query, k)
-        return self._score(query, candidates, k) if candidates.size else []
-
-    def _candidates(
-        self,
-        query: npt.NDArray[np.float32],
-        k: int,
-        where: Mapping[str, Any] | None,
-        exhaustive: bool,
-        *,
-        hybrid: bool = False,
-    ) -> npt.NDArray[np.int64] | None:
-        """The rowids to score exactly (None: every document), pruned as for a hybrid
-        search or a semantic one (:meth:`_keep`)."""
-        prefilter = self._prefilter
-        allowed, final = self._allowed(where, exhaustive, prefilter)
-        if final or prefilter is None:
-            return allowed
-        with self._beside() as beside:  # pruning scores half its candidates there
-            narrowed = self._narrow(prefilter, query, k, allowed, hybrid=hybrid, beside=beside)
-        return self._settled(narrowed, k, allowed)
-
-    def _allowed(
-        self, where: Mapping[str, Any] | None, exhaustive: bool, prefilter: Prefilter | None
-    ) -> tuple[npt.NDArray[np.int64] | None, bool]:
-        """The rowids that ``where`` allows (None: no filter), and whether they are the
-        candidates already (no prefilter, an exhaustive search, or a small filtered set)."""
-        if where is None:
-            return None, exhaustive or prefilter is None
-        allowed, tokens = self._store.filter(where)
-        final = exhaustive or prefilter is None or tokens <= EXACT_FILTER_TOKENS
-        return allowed, final or allowed.size == 0
-
-    def _narrow(
-        self,
-        prefilter: Prefilter,
-        query: npt.NDArray[np.float32],
-        k: int,
-        allowed: npt.NDArray[np.int64] | None,
-        *,
-        hybrid: bool,
-        beside: _Beside | None = None,
-    ) -> tuple[npt.NDArray[np.int64], bool]:
-        """The prefilter's candidates among ``allowed``, pruned (:meth:`_keep`) when they
-        can fill ``k`` (then the second item is True); ``beside`` (see :meth:`_beside`)
-        scores half the candidates' centroid interaction. Memory only, no SQLite: it may run on
-        the search helper thread (see :meth:`_beside`)."""
-        with self._mirror.lock:  # another thread may be posting into it
-            # The knobs grow with the collection (prefilter.search_settings).
-            settings = search_settings(prefilter.num_documents, min(k, 1 << 20))
-            nprobe = settings.nprobe if self.nprobe is None else self.nprobe
-            limit = settings.hybrid_candidates if hybrid else settings.candidates
-            candidates = prefilter.candidates(query, nprobe=nprobe, limit=limit)
-            if allowed is not None:
-                candidates = np.intersect1d(candidates, allowed, assume_unique=True)
-            if candidates.size < k:
-                return candidates, False
-            keep = self._keep(settings, hybrid=hybrid)
-            if beside is None or candidates.size <= keep:
-                return prefilter.prune(query, candidates, keep=keep), True
-            # Prefilter.prune with its centroid interaction (the gather that dominates a
-            # SciFact-scale semantic search) computed in two halves side by side.
-            half = candidates.size // 2
-            first = beside(lambda: prefilter.centroid_scores(query, candidates[:half]))
-            second = prefilter.centroid_scores(query, candidates[half:])
-            scores = np.concatenate([first.result(), second])
-            return prefilter.best_scored(candidates, scores, keep=keep), True
-
-    def _settled(
-        self,
-        narrowed: tuple[npt.NDArray[np.int64], bool],
-        k: int,
-        allowed: npt.NDArray[np.int64] | None,
-    ) -> npt.NDArray[np.int64] | None:
-        """The candidates of :meth:`_narrow`, or every allowed document (None: all) when
-        they cannot fill ``k``: the exact answer is then cheap and complete."""
-        candidates, pruned = narrowed
-        # The collection's size only matters when the candidates cannot fill k; counting
-        # the rows costs 49 ms CPU at a million documents, so it is not done otherwise.
-        if not pruned and candidates.size < (
-            allowed.size if allowed is not None else self._store.count()
-        ):
-            return allowed
-        return candidates
-
-    @contextmanager
-    def _beside(self) -> Iterator[_Beside]:
-        """A way to run memory-only work (no SQLite) on the index's helper thread while
-        this thread goes on: ``beside(work)`` returns its future. When another search holds
-        the helper, ``beside`` runs the work at once, here: a search never waits for
-        another's work. On leaving, the helper has finished everything given to it."""
-        if not self._helper_free.acquire(blocking=False):
-            yield _done_here
-            return
-        given: list[Future[Any]] = []
-        try:
-            with self._helper_lock:
-                if self._helper is None:
-                    self._helper = ThreadPoolExecutor(1, thread_name_prefix="edge-colbert-search")
-                helper = self._helper
-
-            def beside(work: Callable[[], _Result]) -> Future[_Result]:
-                try:
-                    future = helper.submit(work)
-                except RuntimeError:  # close() stopped the helper: the search's next read
-                    return _done_here(work)  # raises IndexClosedError, as without one
-                given.append(future)
-                return future
-
-            yield beside
-        finally:
-            wait(given)  # the helper is idle before another search may take it
-            self._helper_free.release()
-
-    def _keep(self, settings: SearchSettings, *, hybrid: bool) -> int:
-        """Candidates that survive pruning: ``keep`` when given, else the settings' (see
-        :func:`~edge_colbert.prefilter.search_settings`), fewer in hybrid search, where the
-        keyword hits are candidates too."""
-        if self.keep is not None:
-            return self.keep
-        return settings.hybrid_keep if hybrid else settings.keep
-
-    def _score_pack(self, query: npt.NDArray[np.float32], pack: PackedVectors) -> Any:
-        if pack.codec is None:
-            return maxsim_int8_packed(query, pack.codes, pack.offsets)
-        return maxsim_float_packed(query, pack.floats(), pack.offsets)
-
-    def _scores(self, query: npt.NDArray[np.float32], rowids: npt.NDArray[np.int64]) -> _RowScores:
-        """Exact MaxSim of the given documents (rowids sorted), read in bounded chunks."""
-        return self._score_packs(query, self._read(rowids))
-
-    def _read(self, rowids: npt.NDArray[np.int64]) -> list[PackedVectors]:
-        """The stored vectors of these documents, in packs of at most SCORE_DOCS."""
-        ordered = np.sort(rowids)
-        return [
-            self._store.vectors(ordered[start : start + SCORE_DOCS].tolist())
-            for start in range(0, ordered.size, SCORE_DOCS)
-        ]
-
-    def _score_packs(
-        self, query: npt.NDArray[np.float32], packs: list[PackedVectors]
-    ) -> _RowScores:
-        """Exact MaxSim of the documents in ``packs`` (memory only), rowids sorted."""
-        return _joined(
-            [pack.rowids for pack in packs], [self._score_pack(query, pack) for pack in packs]
-        )
-
-    def _scores_all(self, query: npt.NDArray[np.float32]) -> _RowScores:
-        """Exact MaxSim of every document (rowids sorted)."""
-        found_ids: list[npt.NDArray[np.int64]] = []
-        found_scores: list[npt.NDArray[np.float32]] = []
-        for pack in self._store.iter_vectors():
-            found_ids.append(pack.rowids)
-            found_scores.append(self._score_pack(query, pack))
-        return _joined(found_ids, found_scores)
-
-    def _score(
-        self, query: npt.NDArray[np.float32], rowids: npt.NDArray[np.int64], k: int
-    ) -> list[tuple[int, float]]:
-        """The best ``k`` of the given documents by exact MaxSim."""
-        ids, scores = self._scores(query, rowids)
-        return _top(ids, scores, k) if ids.size else []
-
-    def _score_all(self, query: npt.NDArray[np.float32], k: int) -> list[tuple[int, float]]:
-        """The best ``k`` of every document by exact MaxSim."""
-        ids, scores = self._scores_all(query)
-        return _top(ids, scores, k) if ids.size else []
-
-    @staticmethod
-    def _merge(
-        ids: list[npt.NDArray[np.int64]], scores: list[npt.NDArray[np.float32]], k: int
-    ) -> list[tuple[int, float]]:
-        if not ids:
-            return []
-        return _top(np.concatenate(ids), np.concatenate(scores), k)
 
     def rerank(self, query: str, texts: Sequence[str]) -> list[tuple[int, float]]:
         """Score ``texts`` against ``query`` with full-precision MaxSim; nothing is stored.
@@ -803,7 +462,7 @@ class Index:
             return []
         q = self.encoder.encode_queries([query])[0]
         scores = maxsim_scores(q, self.encoder.encode_documents(clean))
-        return _top(np.arange(len(clean), dtype=np.int64), scores, len(clean))
+        return top(np.arange(len(clean), dtype=np.int64), scores, len(clean))
 
     # ------------------------------------------------------------ read & delete
 
@@ -877,10 +536,7 @@ class Index:
         """Close the file: every thread's connection. Callable from any thread; a write in
         progress in another thread finishes first. Later calls raise
         :class:`~edge_colbert.errors.IndexClosedError`."""
-        with self._helper_lock:
-            helper, self._helper = self._helper, None
-        if helper is not None:
-            helper.shutdown(wait=True)
+        self.ranker.close()
         self._store.close()
 
     def __enter__(self) -> Index:

@@ -98,16 +98,16 @@ def test_fusion_ends_are_bm25_alone_and_maxsim_alone(index: Index) -> None:
     query = "red fox sea gene"
     keyword = [h.id for h in index.search(query, 6, mode="keyword")]
     semantic = [h.id for h in index.search(query, 6, mode="semantic", exhaustive=True)]
-    index.lexical_weight = 1.0
+    index.ranker.lexical_weight = 1.0
     fused = index.search(query, 6, mode="hybrid", exhaustive=True)
     assert [h.id for h in fused][: len(keyword)] == keyword
-    index.lexical_weight = 0.0
+    index.ranker.lexical_weight = 0.0
     fused = index.search(query, 6, mode="hybrid", exhaustive=True)
     assert [h.id for h in fused] == semantic
     for hit in fused:
         assert hit.semantic is not None
         assert (hit.lexical is not None) == (hit.id in keyword)
-    index.fusion = "rrf"
+    index.ranker.fusion = "rrf"
     assert len(index.search(query, 6)) == 6
 
 

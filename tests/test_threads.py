@@ -146,9 +146,11 @@ def test_hybrid_searches_share_the_helper_thread(tmp_path: Path, tiny_encoder: E
     assert prefilter is not None
     for query in queries:
         vectors = index.encoder.encode_queries([query])[0]
-        one_pass, pruned = index._narrow(prefilter, vectors, 3, None, hybrid=False)
-        with index._beside() as beside:
-            halves, _ = index._narrow(prefilter, vectors, 3, None, hybrid=False, beside=beside)
+        one_pass, pruned = index.ranker.narrow(prefilter, vectors, 3, None, hybrid=False)
+        with index.ranker.beside() as beside:
+            halves, _ = index.ranker.narrow(
+                prefilter, vectors, 3, None, hybrid=False, beside=beside
+            )
         assert pruned and one_pass.size == 3
         assert halves.tolist() == one_pass.tolist()
     index.close()
@@ -280,8 +282,8 @@ def test_a_search_whose_helper_stopped_runs_on_its_own_thread(
     # executor's RuntimeError). The same moment, made deterministic.
     index = _pruning_index(tmp_path / "stopped.db", tiny_encoder, 4)
     before = [(h.id, h.score) for h in index.search(doc_text(5), 3)]
-    assert index._helper is not None
-    index._helper.shutdown(wait=True)
+    assert index.ranker._helper is not None
+    index.ranker._helper.shutdown(wait=True)
     assert [(h.id, h.score) for h in index.search(doc_text(5), 3)] == before
     index.close()
     with pytest.raises(IndexClosedError):
