@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge_colbert import Index
 from edge_colbert.compact import compact_index
 from edge_colbert.encoder import Encoder
-from edge_colbert.errors import InvalidInputError, ReadOnlyIndexError
+from edge_colbert.errors import InvalidInputError, ReadOnlyIndexError, StorageFullError
 from edge_colbert.maintenance import check_index
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,6 +144,30 @@ def test_a_read_only_file_is_refused_untouched(int8_path: Path) -> None:
             compact_index(int8_path, codec="residual2")
     finally:
         int8_path.chmod(0o644)
+
+
+def test_a_full_disk_is_refused_untouched(int8_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No room for the new copy: SQLite's own page limit on the copy's connection stands
+    in for a full disk (SQLITE_FULL, as ENOSPC gives). One StorageFullError that says what
+    is needed, the index byte for byte as it was, no half-made copy left."""
+    connect = sqlite3.connect
+
+    def no_room(database: str | Path, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = connect(database, *args, **kwargs)
+        if str(database).endswith(".compact"):
+            conn.execute("PRAGMA max_page_count = 64")  # 32 KiB at 512-byte pages
+        return conn
+
+    before = int8_path.read_bytes()
+    rows = _rows(int8_path)
+    monkeypatch.setattr(sqlite3, "connect", no_room)
+    with pytest.raises(StorageFullError, match=r"no room to write the compacted copy.*free beside"):
+        compact_index(int8_path, codec="residual2", pool_factor=2)
+    monkeypatch.undo()
+    assert int8_path.read_bytes() == before
+    assert not int8_path.with_name("notes.db.compact").exists()
+    assert _rows(int8_path) == rows
+    assert compact_index(int8_path, codec="residual2").documents == 300  # with room, it works
 
 
 def _compact_cli(path: Path, *options: str) -> subprocess.CompletedProcess[str]:
