@@ -25,6 +25,9 @@ from edge_colbert.files_cli import add_folder_options, hit_location
 from edge_colbert.sync import absolute
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from edge_colbert.encoder import Encoder
     from edge_colbert.index import Hit, Index
 
@@ -334,7 +337,7 @@ def _merge_hits(lists: Sequence[list[Hit]], k: int, *, mode: str) -> list[tuple[
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from edge_colbert.highlight import Style, best_passage, mark, match_spans
+    from edge_colbert.highlight import Style, best_passage, mark, match_spans, stored_rows
     from edge_colbert.relevance import hit_is_weak
 
     paths = [_existing_index(db) for db in args.dbs]
@@ -350,24 +353,28 @@ def _run_search(args: argparse.Namespace) -> int:
     encoder = None if args.mode == "keyword" else _encoder(args)
     query_tokens: int | None = None
     lists: list[list[Hit]] = []
+    # Each hit's stored token vectors, read while its index is open: the highlights then
+    # encode only the query, not every hit's text again.
+    rows: dict[tuple[int, str], npt.NDArray[np.float32] | None] = {}
     if encoder is not None:
         (vectors,) = encoder.encode_queries([args.query])  # once, for every database
         query_tokens = len(vectors)
-    for path in paths:
+    for number, path in enumerate(paths):
         with _open_index(path, encoder, readonly=True) as index:
             if encoder is None:
                 lists.append(index.search(args.query, args.k, where=where, mode="keyword"))
             else:
-                lists.append(
-                    index.search_vectors(
-                        vectors,
-                        args.k,
-                        where=where,
-                        exhaustive=args.exhaustive,
-                        query=args.query,
-                        mode=args.mode,
-                    )
+                ranked = index.search_vectors(
+                    vectors,
+                    args.k,
+                    where=where,
+                    exhaustive=args.exhaustive,
+                    query=args.query,
+                    mode=args.mode,
                 )
+                lists.append(ranked)
+                for hit, stored in zip(ranked, stored_rows(index, ranked), strict=True):
+                    rows[(number, hit.id)] = stored
     merged = (
         _merge_hits(lists, args.k, mode=args.mode)
         if len(lists) > 1
@@ -376,7 +383,12 @@ def _run_search(args: argparse.Namespace) -> int:
     hits = [hit for _, hit in merged]
     sources = [str(paths[number]) if len(paths) > 1 else None for number, _ in merged]
     weak = [hit_is_weak(hit.semantic, query_tokens) for hit in hits]
-    spans = match_spans(encoder, args.query, [hit.text for hit in hits])
+    spans = match_spans(
+        encoder,
+        args.query,
+        [hit.text for hit in hits],
+        doc_vectors=[rows.get((number, hit.id)) for number, hit in merged],
+    )
     if args.json:
         results = [
             {

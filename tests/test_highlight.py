@@ -117,3 +117,42 @@ def test_semantic_spans_take_the_vectors_given_and_encode_only_what_does_not_fit
 
     with pytest.raises(InvalidInputError, match="1 entries for 2 texts"):
         semantic_spans(tiny_encoder, query, texts, doc_vectors=encoded[:1])
+
+
+def test_cli_search_highlights_from_the_stored_vectors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`edge-colbert search` reads each hit's stored rows for its highlights: the model
+    encodes the query (as a query, and as a document for its words) but no hit's text, and
+    the words marked are the ones encoding the hits again would mark (bundled model), but
+    for a word whose similarity sits at the bar, where the stored int8 rows and the float
+    vectors of a new encoding may fall on either side (rows out of line with the tokens
+    would mark other words altogether)."""
+    from edge_colbert.cli import main
+
+    query = _readme_demo_query()
+    db = tmp_path / "demo.db"
+    cwd = Path.cwd()
+    os.chdir(ROOT)
+    try:
+        assert main(["-q", "index", str(db), "docs/reliability.md"]) == 0
+        capsys.readouterr()
+        encoded: list[str] = []
+        encode_documents = Encoder.encode_documents
+
+        def recording(self: Encoder, texts: list[str], **kwargs: object) -> object:
+            encoded.extend(texts)
+            return encode_documents(self, texts, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Encoder, "encode_documents", recording)
+        assert main(["search", str(db), query, "--json", "-k", "3"]) == 0
+        monkeypatch.undo()
+    finally:
+        os.chdir(cwd)
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 3
+    assert encoded == [query], "a hit's text was encoded again"
+    again = match_spans(Encoder(), query, [hit["text"] for hit in hits])
+    shown = {(i, m["start"], m["end"]) for i, hit in enumerate(hits) for m in hit["matches"]}
+    expected = {(i, a, b) for i, spans in enumerate(again) for a, b in spans}
+    assert len(shown & expected) >= 0.9 * len(shown | expected), (shown, expected)

@@ -5,8 +5,9 @@ hit's text again: for ten hits of a few hundred tokens that costs several times 
 itself (``benchmarks/server_load.py`` on SciFact: 15x longer than reading the vectors back,
 the same words marked on 58 of 60 hits). The index holds those very vectors (int8, one row per kept
 token, in the order :meth:`~edge_colbert.encoder.Encoder.document_token_spans` gives their
-characters), so here each hit's rows are read back from the file and handed to
-:func:`~edge_colbert.highlight.semantic_spans` (``doc_vectors=``), which encodes only the
+characters), so here each hit's rows are read back from the file
+(:func:`~edge_colbert.highlight.stored_rows`, which the CLI's ``search`` uses too) and handed
+to :func:`~edge_colbert.highlight.semantic_spans` (``doc_vectors=``), which encodes only the
 query. The rule for which words count is :mod:`edge_colbert.highlight`'s: lexical matches of
 the query's words, plus the hit's word each meaningful query token matched best where their
 cosine reaches :data:`~edge_colbert.highlight.SEMANTIC_SIMILARITY`.
@@ -21,35 +22,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-
-from edge_colbert import schema
-from edge_colbert.highlight import Span, lexical_spans, merge_spans, semantic_spans
+from edge_colbert.highlight import Span, match_spans, stored_rows
 
 if TYPE_CHECKING:
     from edge_colbert.encoder import Encoder
     from edge_colbert.index import Hit, Index
 
 __all__ = ["hit_spans"]
-
-
-def _stored_rows(index: Index, hits: Sequence[Hit]) -> list[npt.NDArray[np.float32] | None]:
-    """Each hit's stored token vectors, decoded; None for a hit that is gone and for
-    every hit of a pooled index (its rows are not one per token)."""
-    if index.store.meta().get(schema.META_POOL_FACTOR, "1") != "1":
-        return [None] * len(hits)
-    rowids = index.store.rowids_of([hit.id for hit in hits])
-    pack = index.store.vectors(rowids.values())
-    position = {int(rowid): i for i, rowid in enumerate(pack.rowids.tolist())}
-    out: list[npt.NDArray[np.float32] | None] = []
-    for hit in hits:
-        i = position.get(rowids.get(hit.id, -1))
-        if i is None:
-            out.append(None)
-        else:
-            out.append(pack.document(i))  # int8 or residual codes, decoded alike
-    return out
 
 
 def hit_spans(index: Index, encoder: Encoder, query: str, hits: Sequence[Hit]) -> list[list[Span]]:
@@ -60,8 +39,4 @@ def hit_spans(index: Index, encoder: Encoder, query: str, hits: Sequence[Hit]) -
     if not hits:
         return []
     texts = [hit.text for hit in hits]
-    semantic = semantic_spans(encoder, query, texts, doc_vectors=_stored_rows(index, hits))
-    return [
-        merge_spans(lexical_spans(query, text) + found)
-        for text, found in zip(texts, semantic, strict=True)
-    ]
+    return match_spans(encoder, query, texts, doc_vectors=stored_rows(index, hits))
