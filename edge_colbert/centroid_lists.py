@@ -22,7 +22,7 @@ on the caller's connection; the writing ones inside the caller's transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,7 @@ __all__ = [
     "count_unlisted",
     "read",
     "remove",
+    "rows",
     "write_all",
 ]
 
@@ -285,3 +286,29 @@ def count_unlisted(conn: sqlite3.Connection) -> int:
         (r[0] for r in conn.execute("SELECT rowid FROM documents")), dtype=np.int64
     )
     return int((~np.isin(np.concatenate(listed), stored)).sum())
+
+
+def rows(conn: sqlite3.Connection) -> Iterator[tuple[int, bytes]]:
+    """Every listed document's ``(rowid, id bytes)``, by rowid, one chunk read at a time
+    (for tools and checks that look at single documents; the open uses :func:`read`).
+
+    Raises:
+        BadRowError: a chunk is damaged.
+    """
+    lower = _FIRST_LOWER
+    last = -1
+    while True:
+        row = conn.execute(
+            f"SELECT last, rowids, sizes, ids FROM {TABLE} WHERE last > ? ORDER BY last LIMIT 1",
+            (last,),
+        ).fetchone()
+        if row is None:
+            return
+        last = int(row[0])
+        listed, sizes = _decode(last, row[1], row[2], row[3], lower)
+        lower = last
+        ends = np.cumsum(sizes).tolist()
+        starts = [0, *ends[:-1]]
+        ids = bytes(row[3])
+        for rowid, a, b in zip(listed.tolist(), starts, ends, strict=True):
+            yield rowid, ids[a:b]

@@ -51,7 +51,9 @@ def _as_version_4(path: Path) -> None:
                 "INSERT INTO doc_centroids(doc, ids) VALUES (?, ?)",
                 [
                     (int(r), ids[a:b])
-                    for r, a, b in zip(np.frombuffer(rowids, dtype="<i8"), starts, ends)
+                    for r, a, b in zip(
+                        np.frombuffer(rowids, dtype="<i8"), starts, ends, strict=True
+                    )
                 ],
             )
         con.execute("DROP TABLE centroid_lists")
@@ -230,9 +232,7 @@ def test_version_2_is_migrated_with_the_full_text_index_built(
     assert int(meta["tokens"]) == con.execute("SELECT sum(n_tokens) FROM documents").fetchone()[0]
     for codes, crc in con.execute("SELECT codes, crc FROM vectors"):
         assert zlib.crc32(codes) == crc
-    posted = sum(
-        len(rowids) // 8 for (rowids,) in con.execute("SELECT rowids FROM centroid_lists")
-    )
+    posted = sum(len(rowids) // 8 for (rowids,) in con.execute("SELECT rowids FROM centroid_lists"))
     assert posted == len(IDS)  # four migrated documents and "salt"
     con.execute("INSERT INTO documents_fts(documents_fts) VALUES ('integrity-check')")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
