@@ -41,11 +41,12 @@ __all__ = [
 ]
 
 TABLE = "centroid_lists"
-# Documents per chunk. The open reads ~1,000 rows at a million documents instead of a
-# million; a one-document add rewrites the tail chunk, on average half of this many
-# lists (~13 KB at 24 uint16 ids a document). Measured in docs/benchmarks.md ("Centroid
-# lists in chunks").
-CHUNK_DOCS = 1024
+# Documents per chunk. At a million documents (24 uint16 ids each) reading every list
+# took 91 CPU-ms with 256 (3,907 rows), 71 with 1,024, 350 as one row a document; a
+# one-document add into a half-full tail chunk writes 11 KiB of it to the WAL with 256,
+# 34 KiB with 1,024, and deleting one document 33 against 127 KiB: 20 ms of open buy
+# 3-4x smaller small writes (benchmarks/centroid_chunks.py, docs/benchmarks.md).
+CHUNK_DOCS = 256
 _ROWID = np.dtype("<i8")
 _SIZE = np.dtype("<u4")
 # A document's rowids are positive (see Store.insert): the first chunk's lower bound.
@@ -95,39 +96,92 @@ def _lower(conn: sqlite3.Connection, after: int) -> int:
 def read(conn: sqlite3.Connection, id_dtype: str, *, after: int = -1) -> Flat:
     """The lists of the documents with rowid above ``after``: ``(rowids, lengths, ids)``
     with ``lengths[i]`` ids of ``ids`` belonging to ``rowids[i]`` (rowids increasing).
-    Only the chunks whose key is above ``after`` are read.
+    Only the chunks whose key is above ``after`` are read, and checked (as
+    :func:`_decode` checks one) with numpy over all of them at once: a Python step per
+    chunk cost 25 us, a third of the read at 1,024 documents a chunk.
 
     Raises:
-        BadRowError: a chunk is damaged (see :func:`_decode`), or a list is not a whole
-            number of ``id_dtype`` ids.
+        BadRowError: a chunk is damaged, or a list is not a whole number of ``id_dtype``
+            ids.
     """
     width = np.dtype(id_dtype).itemsize
     lower = _lower(conn, after)
-    rowid_parts: list[npt.NDArray[np.int64]] = []
-    size_parts: list[npt.NDArray[np.int64]] = []
-    blobs: list[bytes] = []
-    for key, rowids, sizes, ids in conn.execute(
+    rows = conn.execute(
         f"SELECT last, rowids, sizes, ids FROM {TABLE} WHERE last > ? ORDER BY last", (after,)
-    ):
-        rows, bytes_ = _decode(int(key), rowids, sizes, ids, lower)
-        if (bytes_ % width).any():
-            raise BadRowError(TABLE, key, f"a list is not a whole number of {width}-byte ids")
-        rowid_parts.append(rows)
-        size_parts.append(bytes_)
-        blobs.append(ids)
-        lower = int(key)
-    if not rowid_parts:
+    ).fetchall()
+    if not rows:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy(), np.zeros(0, dtype=id_dtype)
-    rowids_all = np.concatenate(rowid_parts)
-    lengths = np.concatenate(size_parts) // width
-    flat = np.frombuffer(b"".join(blobs), dtype=id_dtype)
+    count = len(rows)
+    keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=count)
+    rowid_bytes = np.fromiter((len(r[1]) for r in rows), dtype=np.int64, count=count)
+    size_bytes = np.fromiter((len(r[2]) for r in rows), dtype=np.int64, count=count)
+    id_bytes = np.fromiter((len(r[3]) for r in rows), dtype=np.int64, count=count)
+    _first_bad(
+        keys,
+        (rowid_bytes % _ROWID.itemsize) | (size_bytes % _SIZE.itemsize),
+        "its rowids or sizes are not whole numbers",
+    )
+    docs = rowid_bytes // _ROWID.itemsize
+    bad = docs != size_bytes // _SIZE.itemsize
+    if bad.any():
+        at = int(np.argmax(bad))
+        raise BadRowError(
+            TABLE,
+            int(keys[at]),
+            f"{int(docs[at])} rowids but {int(size_bytes[at]) // 4} list sizes",
+        )
+    rowids = np.frombuffer(b"".join(r[1] for r in rows), dtype=_ROWID).astype(np.int64)
+    sizes = np.frombuffer(b"".join(r[2] for r in rows), dtype=_SIZE).astype(np.int64)
+    flat = np.frombuffer(b"".join(r[3] for r in rows), dtype=id_dtype)
+    del rows
+    chunk_of = np.repeat(np.arange(count), docs)
+    sums = np.bincount(chunk_of, weights=sizes, minlength=count).astype(np.int64)
+    bad = sums != id_bytes
+    if bad.any():
+        at = int(np.argmax(bad))
+        raise BadRowError(
+            TABLE,
+            int(keys[at]),
+            f"the list sizes add up to {int(sums[at])} bytes, not {int(id_bytes[at])}",
+        )
+    falling = np.flatnonzero(rowids[1:] <= rowids[:-1]) + 1
+    inside = chunk_of[falling] == chunk_of[falling - 1]
+    if inside.any():
+        raise BadRowError(
+            TABLE, int(keys[chunk_of[falling[inside][0]]]), "its rowids are not increasing"
+        )
+    lowers = np.concatenate([[lower], keys[:-1]])
+    outside = (rowids <= lowers[chunk_of]) | (rowids > keys[chunk_of])
+    if outside.any():
+        at = int(chunk_of[int(np.argmax(outside))])
+        first = int(rowids[np.argmax(chunk_of == at)])
+        last = int(rowids[len(chunk_of) - 1 - np.argmax(chunk_of[::-1] == at)])
+        raise BadRowError(
+            TABLE,
+            int(keys[at]),
+            f"rowids {first}..{last} outside its range ({int(lowers[at])}, {int(keys[at])}]",
+        )
+    bad_width = sizes % width != 0
+    if bad_width.any():
+        raise BadRowError(
+            TABLE,
+            int(keys[chunk_of[int(np.argmax(bad_width))]]),
+            f"a list is not a whole number of {width}-byte ids",
+        )
+    lengths = sizes // width
     # Only the first chunk read may hold rowids at or below ``after``.
-    skip = int(np.searchsorted(rowids_all, after, side="right"))
+    skip = int(np.searchsorted(rowids, after, side="right"))
     if skip:
         start = int(lengths[:skip].sum())
-        return rowids_all[skip:], lengths[skip:], flat[start:]
-    return rowids_all, lengths, flat
+        return rowids[skip:], lengths[skip:], flat[start:]
+    return rowids, lengths, flat
+
+
+def _first_bad(keys: npt.NDArray[np.int64], flags: npt.NDArray[np.int64], reason: str) -> None:
+    """Raise :class:`BadRowError` for the first chunk whose flag is set."""
+    if flags.any():
+        raise BadRowError(TABLE, int(keys[int(np.argmax(flags != 0))]), reason)
 
 
 def _encode(rowids: npt.NDArray[np.int64], sizes: npt.NDArray[np.int64]) -> tuple[bytes, bytes]:
