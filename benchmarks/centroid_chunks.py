@@ -14,6 +14,7 @@ row per document (``doc_centroids``), read the way schema 4's open read it.
 from __future__ import annotations
 
 import argparse
+import functools
 import sqlite3
 import sys
 import tempfile
@@ -94,8 +95,8 @@ def _per_row(
     for i in range(ADDS):
         cpu, written = _write(
             conn,
-            lambda i=i: conn.execute(
-                "INSERT INTO doc_centroids VALUES (?, ?)", (high + 1 + i, extra)
+            functools.partial(
+                conn.execute, "INSERT INTO doc_centroids VALUES (?, ?)", (high + 1 + i, extra)
             ),
             wal,
         )
@@ -143,8 +144,8 @@ def _chunked(
     for i in range(ADDS):
         cpu, written = _write(
             conn,
-            lambda i=i: centroid_lists.append(
-                conn, np.array([high + 1 + i]), [extra], chunk_docs=chunk
+            functools.partial(
+                centroid_lists.append, conn, np.array([high + 1 + i]), [extra], chunk_docs=chunk
             ),
             wal,
         )
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
             layouts.append(
                 (
                     f"chunks of {chunk:,}",
-                    lambda chunk=chunk: _chunked(work, chunk, rowids, sizes, data, id_dtype, extra),
+                    functools.partial(_chunked, work, chunk, rowids, sizes, data, id_dtype, extra),
                 )
             )
         for name, run in layouts:

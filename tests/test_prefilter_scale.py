@@ -65,7 +65,11 @@ def test_flat_read_returns_every_list_across_chunks(
             store.insert(conn, part, "uint16")
     with store.transaction() as conn:  # gaps in the rowids, as deletes leave
         store.delete(conn, ["d3", "d20", "d49"])
-    expected = {i + 1: d.centroids for i, d in enumerate(docs) if d.id not in ("d3", "d20", "d49")}
+    expected = {
+        i + 1: np.asarray(d.centroids)
+        for i, d in enumerate(docs)
+        if d.id not in ("d3", "d20", "d49")
+    }
     rowids, lists = store.doc_centroids("uint16")
     flat_rowids, lengths, flat = store.doc_centroids_flat("uint16")
     assert flat.dtype == np.uint16 and flat_rowids.tolist() == rowids.tolist()
@@ -147,7 +151,7 @@ def test_flat_read_refuses_a_damaged_chunk(
     tmp_path: Path, craft: dict[str, bytes], message: str
 ) -> None:
     docs = [
-        NewDocument(f"d{i}", "t", "{}", _docs(1, i)[0].codes, np.arange(i % 2 + 1))
+        NewDocument(f"d{i}", "t", "{}", _docs(1, i)[0].codes, np.arange(i % 2 + 1, dtype=np.uint32))
         for i in range(5)
     ]
     store = Store(tmp_path / "i.db", model=MODEL)
