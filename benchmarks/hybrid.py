@@ -48,6 +48,7 @@ from benchmarks.eval_scifact import (
     query_halves,
     recall_at_k,
 )
+from edge_colbert import centroid_lists
 from edge_colbert.encoder import Encoder
 from edge_colbert.index import Index
 from edge_colbert.lexical import (
@@ -653,18 +654,28 @@ def dbstat_bytes(db: Path) -> dict[str, int]:
 
 
 def as_version_2(path: Path) -> None:
-    """Rewrite a version 3 file into version 2's layout (as tests/test_migration.py does)."""
+    """Rewrite a current file into version 2's layout (as tests/test_migration.py does)."""
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("BEGIN")
     con.execute(
         "CREATE TABLE vectors_v2 (doc INTEGER PRIMARY KEY REFERENCES documents(rowid) "
         "ON DELETE CASCADE, codes BLOB NOT NULL, centroids BLOB)"
     )
+    # Schema 4 added the centroids' buckets, schema 5 the chunked lists: undo both.
+    con.execute(
+        "CREATE TABLE centroids_v3 (id INTEGER PRIMARY KEY CHECK (id = 0), "
+        "version INTEGER NOT NULL, vectors BLOB NOT NULL)"
+    )
+    con.execute("INSERT INTO centroids_v3 SELECT id, version, vectors FROM centroids")
+    con.execute("DROP TABLE centroids")
+    con.execute("ALTER TABLE centroids_v3 RENAME TO centroids")
+    con.execute("CREATE TEMP TABLE doc_centroids (doc INTEGER PRIMARY KEY, ids BLOB)")
+    con.executemany("INSERT INTO doc_centroids VALUES (?, ?)", centroid_lists.rows(con))
     con.execute(
         "INSERT INTO vectors_v2 SELECT v.doc, v.codes, c.ids FROM vectors v "
         "LEFT JOIN doc_centroids c ON c.doc = v.doc"
     )
-    for table in ("vectors", "doc_centroids", "documents_fts"):
+    for table in ("vectors", "centroid_lists", "documents_fts"):
         con.execute(f"DROP TABLE {table}")
     con.execute("ALTER TABLE vectors_v2 RENAME TO vectors")
     con.execute("DELETE FROM meta WHERE key IN ('tokens', 'codec', 'pool_factor', 'fts_tokenizer')")

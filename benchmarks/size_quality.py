@@ -244,7 +244,7 @@ def size_options(path: Path, raw_tokens: int, data: Dataset, *, per_half: int) -
         widest = int(lengths.max()) if lengths.size else 0
         print(
             f"  centroid lists derived from the codes: identical to the stored ones: {same}; "
-            f"saves {before.get('doc_centroids', 0) / raw_tokens:.2f} B/token; reading them "
+            f"saves {before.get('centroid_lists', 0) / raw_tokens:.2f} B/token; reading them "
             f"{read_cpu * 1000:.0f} ms CPU, deriving from the codes {derive_cpu * 1000:.0f} ms"
         )
         # The other way round: keep the lists, and give each token a 1-byte position in its
@@ -340,7 +340,7 @@ def size_options(path: Path, raw_tokens: int, data: Dataset, *, per_half: int) -
             + f"; queries refused by detail=column (retried word by word): "
             f"{failed['detail=column']} of {len(data.query_ids)}"
         )
-        saved = before.get("doc_centroids", 0) if parts else 0
+        saved = before.get("centroid_lists", 0) if parts else 0
         print(
             f"  file: {total / raw_tokens:.2f} B/token; lists from the codes + dictionary: "
             f"{(common.file_bytes(full_fts) - saved) / raw_tokens:.2f}; all three: "

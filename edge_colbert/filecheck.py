@@ -90,6 +90,15 @@ FROZEN_SCHEMAS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE doc_centroids (doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON "
         "DELETE CASCADE, ids BLOB NOT NULL)",
     ),
+    4: (
+        *_COMMON[:2],
+        "CREATE TABLE centroids (id INTEGER PRIMARY KEY CHECK (id = 0), version INTEGER NOT "
+        "NULL, vectors BLOB NOT NULL, buckets BLOB)",
+        "CREATE TABLE vectors (doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE "
+        "CASCADE, codes BLOB NOT NULL, crc INTEGER NOT NULL)",
+        "CREATE TABLE doc_centroids (doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON "
+        "DELETE CASCADE, ids BLOB NOT NULL)",
+    ),
 }
 
 # (type, name, tbl_name, normalized sql)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_colbert import filecheck, schema
+from edge_colbert import centroid_lists, filecheck, schema
 from edge_colbert.codec import RESIDUAL_BITS, ResidualCodec
 from edge_colbert.errors import IndexFileError
 from edge_colbert.records import decode_text
@@ -296,9 +296,14 @@ def _check_orphans(conn: sqlite3.Connection, report: CheckReport) -> None:
         queries["centroid lists without a document"] = (
             "SELECT count(*) FROM doc_centroids WHERE doc NOT IN (SELECT rowid FROM documents)"
         )
+    counts = {what: int(conn.execute(sql).fetchone()[0]) for what, sql in queries.items()}
+    if centroid_lists.TABLE in _tables(conn):  # schema 5: rowids inside the chunks
+        try:
+            counts["centroid lists without a document"] = centroid_lists.count_unlisted(conn)
+        except ValueError as error:
+            report.problems.append(f"centroid lists: {error}")
     found = False
-    for what, sql in queries.items():
-        count = int(conn.execute(sql).fetchone()[0])
+    for what, count in counts.items():
         if count:
             found = True
             report.problems.append(f"{count} {what}")

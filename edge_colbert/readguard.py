@@ -143,7 +143,7 @@ def _check_ids(store: Any, largest: int | None, where: str) -> None:
     count = _centroid_count(store)
     if count is not None and largest >= count:
         raise BadRowError(
-            "doc_centroids", where, f"centroid id {largest}, but only {count} centroids exist"
+            "centroid_lists", where, f"centroid id {largest}, but only {count} centroids exist"
         )
 
 
@@ -158,7 +158,7 @@ def _check_doc_centroids_flat(store: Any, result: Any) -> None:
     """:func:`_check_doc_centroids` for the CSR form: the lengths must add up to the ids."""
     _rowids, lengths, flat = result
     if int(np.asarray(lengths).sum()) != len(flat):
-        raise BadRowError("doc_centroids", "some", "a centroid id list of a broken length")
+        raise BadRowError("centroid_lists", "some", "a centroid id list of a broken length")
     _check_ids(store, int(flat.max()) if len(flat) else None, "some")
 
 

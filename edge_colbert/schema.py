@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
+
 from edge_colbert.errors import IndexFileError, ModelMismatchError
 
 __all__ = [
@@ -38,7 +40,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 APP = "edge-colbert"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 # meta keys (all values are TEXT)
@@ -78,8 +80,10 @@ CREATE TABLE vectors (
     codes BLOB NOT NULL,
     crc INTEGER NOT NULL
 );
-CREATE TABLE doc_centroids (
-    doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE CASCADE,
+CREATE TABLE centroid_lists (
+    last INTEGER PRIMARY KEY,
+    rowids BLOB NOT NULL,
+    sizes BLOB NOT NULL,
     ids BLOB NOT NULL
 );
 CREATE TABLE centroids (
@@ -89,6 +93,9 @@ CREATE TABLE centroids (
     buckets BLOB
 );
 """
+
+# The chunked centroid lists (schema 5); the 4 -> 5 migration creates the same table.
+_CENTROID_LISTS = next(s.strip() for s in _SCHEMA.split(";") if "centroid_lists" in s)
 
 # One statement at a time: executescript would COMMIT the transaction they run in.
 SCHEMA_STATEMENTS: tuple[str, ...] = tuple(s.strip() for s in _SCHEMA.split(";") if s.strip())
@@ -195,11 +202,48 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE centroids ADD COLUMN buckets BLOB")
 
 
+def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+    """Version 5: each document's centroid ids move from one ``doc_centroids`` row per
+    document into ``centroid_lists``, chunks of many documents (see
+    :mod:`edge_colbert.centroid_lists`), so opening a million-document index reads 3,907
+    rows where it read a million. The id blobs are copied byte for byte, in rowid order:
+    the postings are the same. Rows are read in pages, so memory stays near one page of
+    lists."""
+    from edge_colbert import centroid_lists  # it builds on the read guard, which needs this
+
+    conn.execute(_CENTROID_LISTS)
+    last = -1
+    while True:
+        rows = conn.execute(
+            "SELECT doc, ids FROM doc_centroids WHERE doc > ? ORDER BY doc LIMIT ?",
+            (last, _MIGRATE_PAGE),
+        ).fetchall()
+        if not rows:
+            break
+        last = int(rows[-1][0])
+        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        blobs = [bytes(r[1]) for r in rows]
+        # Dropped as they are copied: the next page's chunks reuse the freed pages, so
+        # the file does not grow by a second copy of the lists.
+        conn.execute("DELETE FROM doc_centroids WHERE doc <= ?", (last,))
+        centroid_lists.append(conn, rowids, blobs)
+    conn.execute("DROP TABLE doc_centroids")
+
+
+# Documents read per step of the 4 -> 5 migration (a multiple of the chunk size).
+_MIGRATE_PAGE = 1 << 16
+
+
 def _crc32(blob: bytes) -> int:
     return zlib.crc32(blob)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
+MIGRATIONS: dict[int, Migration] = {
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
+    4: _migrate_4_to_5,
+}
 
 
 @dataclass(frozen=True)

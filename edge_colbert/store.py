@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_colbert import filecheck, readguard, schema
+from edge_colbert import centroid_lists, filecheck, readguard, schema
 from edge_colbert.codec import RESIDUAL_BITS, ResidualCodec, stored_codec
 from edge_colbert.errors import (
     IndexBusyError,
@@ -78,9 +78,6 @@ MAX_VARIABLES = 900
 PAGE_ROWS = 1000
 PAGE_SIZE = 512
 MMAP_BYTES = 256 << 20
-# Rows per aggregate query when the open reads every document's centroid ids: about 6 MB
-# of ids at 24 a document, far below SQLite's 1 GB limit on one value.
-FLAT_CHUNK_ROWS = 1 << 18
 # A WAL keeps the size of its largest transaction until the last connection closes; a
 # long-lived writer that once added a big batch would carry it on disk. Checkpoints truncate
 # it back to this size.
@@ -602,13 +599,13 @@ class Store:
             "INSERT INTO vectors(doc, codes, crc) VALUES (?, ?, ?)",
             [(rowid, blob, zlib.crc32(blob)) for rowid, blob in zip(added, codes, strict=True)],
         )
-        conn.executemany(
-            "INSERT INTO doc_centroids(doc, ids) VALUES (?, ?)",
-            [
-                (rowid, doc.centroids.astype(centroid_dtype).tobytes())
-                for rowid, doc in zip(added, docs, strict=True)
-                if doc.centroids is not None
-            ],
+        posted = [
+            (r, d.centroids) for r, d in zip(added, docs, strict=True) if d.centroids is not None
+        ]
+        centroid_lists.append(
+            conn,
+            np.asarray([r for r, _ in posted], dtype=np.int64),
+            [ids.astype(centroid_dtype).tobytes() for _, ids in posted],
         )
         conn.executemany(
             "INSERT INTO documents_fts(rowid, text) VALUES (?, ?)",
@@ -648,9 +645,10 @@ class Store:
         return rowids
 
     def _delete_rowids(self, conn: sqlite3.Connection, rowids: Sequence[int]) -> int:
-        """Delete rows (their vectors and centroid ids go by ON DELETE CASCADE, their
-        full-text entries by FTS5's 'delete' with the text they were indexed with); returns
-        the number of tokens they held."""
+        """Delete rows (their vectors go by ON DELETE CASCADE, their centroid ids by
+        rewriting the chunks that list them, their full-text entries by FTS5's 'delete'
+        with the text they were indexed with); returns the number of tokens they held."""
+        centroid_lists.remove(conn, rowids)
         tokens = 0
         for chunk in _chunks(list(rowids)):
             marks = ",".join("?" * len(chunk))
@@ -737,85 +735,24 @@ class Store:
     ) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.uint32]]]:
         """Stored centroid ids of the documents with rowid above ``after`` (rowids sorted),
         for building postings; the default reads every document's."""
-        rowids: list[int] = []
-        lists: list[npt.NDArray[np.uint32]] = []
-        for rowid, blob in self._conn.execute(
-            "SELECT doc, ids FROM doc_centroids WHERE doc > ? ORDER BY doc", (after,)
-        ):
-            rowids.append(int(rowid))
-            lists.append(np.frombuffer(blob, dtype=centroid_dtype).astype(np.uint32))
-        return np.asarray(rowids, dtype=np.int64), lists
+        rowids, lengths, flat = self.doc_centroids_flat(centroid_dtype, after=after)
+        ids = flat.astype(np.uint32)
+        return rowids, np.split(ids, np.cumsum(lengths)[:-1]) if rowids.size else []
 
     def doc_centroids_flat(
         self, centroid_dtype: str, *, after: int = -1
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.unsignedinteger]]:
         """:meth:`doc_centroids` in CSR form ``(rowids, lengths, flat ids)``, read without a
-        Python step per document (the open of a large index reads every document's ids).
-
-        SQLite concatenates each chunk of :data:`FLAT_CHUNK_ROWS` rows itself: the rowids
-        and byte lengths as comma-separated text, the blobs as one blob, parsed by numpy.
-        At a million documents this takes 0.5 CPU-s where fetching the rows took 1.7. The
-        three aggregates consume the same rows in the same order, so the ids stay paired
-        with their rowids; should SQLite ever hand a chunk's rows to the aggregates out of
-        rowid order, the rows are fetched one by one instead (the result is the same).
+        Python step per document (the open of a large index reads every document's ids):
+        one row per chunk of documents (:mod:`edge_colbert.centroid_lists`), and with
+        ``after`` only the chunks that hold rowids above it.
 
         Raises:
-            ValueError: a stored blob is not a whole number of ids (mapped to
-                :class:`IndexFileError` by the read guard).
+            ValueError: a chunk is damaged or a list is not a whole number of ids (mapped
+                to :class:`IndexFileError` by the read guard).
         """
-        width = np.dtype(centroid_dtype).itemsize
-        start = after
-        rowid_parts: list[npt.NDArray[np.int64]] = []
-        length_parts: list[npt.NDArray[np.int64]] = []
-        blobs: list[bytes] = []
-        while True:
-            # The inner ORDER BY/LIMIT walks the primary key: each chunk is one range scan.
-            row = self._conn.execute(
-                "SELECT count(*), group_concat(doc), group_concat(length(ids)), "
-                "CAST(group_concat(ids, '') AS BLOB) FROM (SELECT doc, ids FROM doc_centroids "
-                "WHERE doc > ? ORDER BY doc LIMIT ?)",
-                (after, FLAT_CHUNK_ROWS),
-            ).fetchone()
-            count = int(row[0])
-            if count == 0:
-                break
-            rowids = _int_list(row[1], count)
-            if count > 1 and not bool(np.all(rowids[1:] > rowids[:-1])):
-                logger.debug("%s: doc_centroids aggregated out of order; reading rows", self.path)
-                return self._doc_centroids_rows(centroid_dtype, after=start)
-            sizes = _int_list(row[2], count)
-            blob = bytes(row[3] or b"")
-            if int(sizes.sum()) != len(blob) or (sizes % width).any():
-                raise ValueError(
-                    f"doc_centroids rows after rowid {after}: the id blobs are not whole "
-                    f"{width}-byte ids"
-                )
-            rowid_parts.append(rowids)
-            length_parts.append(sizes // width)
-            blobs.append(blob)
-            if int(rowids[0]) <= after:  # a damaged B-tree must not loop forever
-                raise ValueError(f"doc_centroids rows out of order after rowid {after}")
-            after = int(rowids[-1])
-            if count < FLAT_CHUNK_ROWS:
-                break
-        if not rowid_parts:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty.copy(), np.zeros(0, dtype=centroid_dtype)
-        flat = np.frombuffer(b"".join(blobs) if len(blobs) > 1 else blobs[0], dtype=centroid_dtype)
-        return np.concatenate(rowid_parts), np.concatenate(length_parts), flat
-
-    def _doc_centroids_rows(
-        self, centroid_dtype: str, *, after: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.unsignedinteger]]:
-        """:meth:`doc_centroids_flat` by one fetched row per document (its fallback)."""
-        rows = self._conn.execute(
-            "SELECT doc, ids FROM doc_centroids WHERE doc > ? ORDER BY doc", (after,)
-        ).fetchall()
-        width = np.dtype(centroid_dtype).itemsize
-        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        lengths = np.fromiter((len(r[1]) // width for r in rows), dtype=np.int64, count=len(rows))
-        flat = np.frombuffer(b"".join(r[1] for r in rows), dtype=centroid_dtype)
-        return rowids, lengths, flat
+        with self.snapshot():  # the chunks and their lower bound from one commit
+            return centroid_lists.read(self._conn, centroid_dtype, after=after)
 
     def set_doc_centroids(
         self,
@@ -824,13 +761,15 @@ class Store:
         lists: Sequence[npt.NDArray[np.uint32]],
         centroid_dtype: str,
     ) -> None:
-        """Store each document's unique centroid ids, inside a transaction."""
-        conn.executemany(
-            "INSERT OR REPLACE INTO doc_centroids(ids, doc) VALUES (?, ?)",
-            [
-                (np.asarray(ids).astype(centroid_dtype).tobytes(), int(rowid))
-                for rowid, ids in zip(rowids, lists, strict=True)
-            ],
+        """Replace every document's stored centroid ids by these (a document not given is
+        left without; retraining posts every document), inside a transaction."""
+        order = np.argsort(np.asarray(rowids, dtype=np.int64), kind="stable")
+        blobs = [np.asarray(lists[i]).astype(centroid_dtype).tobytes() for i in order.tolist()]
+        centroid_lists.write_all(
+            conn,
+            np.asarray(rowids, dtype=np.int64)[order],
+            np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs)),
+            b"".join(blobs),
         )
 
     def set_doc_centroids_flat(
@@ -842,18 +781,12 @@ class Store:
         centroid_dtype: str,
     ) -> None:
         """:meth:`set_doc_centroids` in CSR form (``lengths[i]`` ids of ``flat`` belong to
-        ``rowids[i]``): one conversion of all ids, then byte slices, no array per row."""
+        ``rowids[i]``, rowids increasing): one conversion of all ids, written as whole
+        chunks with no array per document."""
         data = np.ascontiguousarray(flat, dtype=centroid_dtype).tobytes()
         width = np.dtype(centroid_dtype).itemsize
-        ends = np.cumsum(lengths) * width
-        starts = ends - np.asarray(lengths) * width
-        conn.executemany(
-            "INSERT OR REPLACE INTO doc_centroids(ids, doc) VALUES (?, ?)",
-            zip(
-                (data[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)),
-                rowids.tolist(),
-                strict=True,
-            ),
+        centroid_lists.write_all(
+            conn, np.asarray(rowids, dtype=np.int64), np.asarray(lengths) * width, data
         )
 
     def centroids(self) -> tuple[int, bytes] | None:
@@ -979,21 +912,6 @@ class Store:
             if file.exists():
                 total += file.stat().st_size
         return total
-
-
-def _int_list(text: str | bytes | None, count: int) -> npt.NDArray[np.int64]:
-    """``count`` integers from SQLite's comma-separated ``group_concat`` text.
-
-    Raises:
-        ValueError: the text does not hold exactly ``count`` integers.
-    """
-    if text is None:
-        raise ValueError(f"expected {count} integers, got NULL")
-    raw = text if isinstance(text, str) else text.decode("ascii")
-    values = np.fromstring(raw, dtype=np.int64, sep=",")
-    if values.size != count:
-        raise ValueError(f"expected {count} integers, parsed {values.size}")
-    return values
 
 
 def _document(row: tuple[Any, ...]) -> StoredDocument:

@@ -100,8 +100,9 @@ def run_worker(
     document already written. It uses SQLite's trace callback on the index's connection
     (``Index.store.connection``); nothing in the index's code path changes.
     ``slow_retrain_s`` likewise sleeps, after logging ``retraining``, at the first statement
-    that re-posts stored documents under new centroids: inside the retraining transaction,
-    with the new centroids written and the postings half rewritten.
+    that re-posts stored documents under new centroids (the first chunk written after the
+    old lists were deleted): inside the retraining transaction, with a residual file's
+    documents already re-coded and no document posted.
     ``train_tokens`` is the Index's centroid training threshold: small, so that centroids
     are trained and retrained (at 4x) within the first few hundred documents.
     ``codec`` and ``pool_factor`` are the Index's (a new file records them).
@@ -125,6 +126,9 @@ def run_worker(
     ) as index:
         _append(fd, "open")
         paused = [False]
+        # A retraining rewrites every centroid list: a DELETE of the whole table, then the
+        # chunks; the pause comes at its first chunk (old lists gone, new ones not written).
+        reposting = [False]
         if slow_write_s > 0 or slow_retrain_s > 0:
 
             def pause_in_transaction(statement: str) -> None:
@@ -137,7 +141,13 @@ def run_worker(
                     paused[0] = True
                     _append(fd, "writing")
                     time.sleep(slow_write_s)
-                elif slow_retrain_s > 0 and head.startswith("INSERT OR REPLACE INTO DOC_CENTROIDS"):
+                elif head.rstrip(";") == "DELETE FROM CENTROID_LISTS":
+                    reposting[0] = True
+                elif (
+                    slow_retrain_s > 0
+                    and reposting[0]
+                    and head.startswith("INSERT INTO CENTROID_LISTS")
+                ):
                     paused[0] = True
                     _append(fd, "retraining")
                     time.sleep(slow_retrain_s)
@@ -145,7 +155,7 @@ def run_worker(
             index.store.connection.set_trace_callback(pause_in_transaction)
         for batch in range(start_batch, start_batch + batches):
             numbers = batch_numbers(batch, batch_size, grow)
-            paused[0] = False
+            paused[0] = reposting[0] = False
             _append(fd, f"begin {batch}")
             index.add([doc_text(n) for n in numbers], ids=[doc_id(n) for n in numbers])
             _append(fd, f"done {batch} " + " ".join(doc_id(n) for n in numbers))

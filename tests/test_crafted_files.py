@@ -142,6 +142,32 @@ def _sql(path: Path, *statements: str | tuple[str, tuple[Any, ...]]) -> None:
     conn.close()
 
 
+def _edit_chunk(
+    path: Path,
+    *,
+    rowids: Callable[[np.ndarray], np.ndarray] | None = None,
+    sizes: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> None:
+    """Rewrite the first centroid-list chunk's rowids or byte sizes (little-endian int64,
+    uint32) through ``rowids`` or ``sizes``."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    key, stored_rowids, stored_sizes = conn.execute(
+        "SELECT last, rowids, sizes FROM centroid_lists ORDER BY last LIMIT 1"
+    ).fetchone()
+    new_rowids = np.frombuffer(stored_rowids, dtype="<i8")
+    new_sizes = np.frombuffer(stored_sizes, dtype="<u4").astype(np.int64)
+    if rowids is not None:
+        new_rowids = rowids(new_rowids)
+    if sizes is not None:
+        new_sizes = sizes(new_sizes)
+    conn.execute(
+        "UPDATE centroid_lists SET rowids = ?, sizes = ? WHERE last = ?",
+        (new_rowids.astype("<i8").tobytes(), new_sizes.astype("<u4").tobytes(), key),
+    )
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
 def _texts(path: Path) -> list[Any]:
     conn = sqlite3.connect(path)
     try:
@@ -306,18 +332,31 @@ CASES: dict[str, tuple[Craft, str, tuple[str, ...] | None]] = {
         ("centroid_ids",),
     ),
     "centroid ids past the last centroid": (
-        lambda p: _sql(p, "UPDATE doc_centroids SET ids = x'e8fd0300' WHERE doc = 4"),
-        "search",
-        ("doc_centroids",),
-    ),
-    "centroid id lists whose lengths add up": (
         lambda p: _sql(
-            p,
-            "UPDATE doc_centroids SET ids = x'010203' WHERE doc = 4",
-            "UPDATE doc_centroids SET ids = x'01' WHERE doc = 5",
+            p, "UPDATE centroid_lists SET ids = CAST(x'e8fd0300' || substr(ids, 5) AS BLOB)"
         ),
         "search",
-        ("doc_centroids",),
+        ("centroid_lists",),
+    ),
+    "centroid id lists whose sizes add up": (
+        lambda p: _edit_chunk(p, sizes=lambda s: s + np.array([1, -1] + [0] * (s.size - 2))),
+        "search",
+        ("centroid_lists",),
+    ),
+    "centroid list sizes that do not add up to the ids": (
+        lambda p: _sql(p, "UPDATE centroid_lists SET ids = substr(ids, 1, length(ids) - 2)"),
+        "search",
+        ("centroid_lists",),
+    ),
+    "centroid list rowids out of order": (
+        lambda p: _edit_chunk(p, rowids=lambda r: r[[1, 0, *range(2, r.size)]]),
+        "search",
+        ("centroid_lists",),
+    ),
+    "centroid list rowids above the chunk's key": (
+        lambda p: _sql(p, "UPDATE centroid_lists SET last = last - 1"),
+        "search",
+        ("centroid_lists",),
     ),
     "vector blob of the wrong length": (
         lambda p: _sql(p, "UPDATE vectors SET codes = substr(codes, 1, 7) WHERE doc = 3"),

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from tiny_model import vocabulary
 
+from edge_colbert import centroid_lists
 from edge_colbert.encoder import Encoder
 from edge_colbert.errors import IndexFileError, ReadOnlyIndexError
 from edge_colbert.index import Index
@@ -48,7 +49,12 @@ def _traced(index: Index) -> list[str]:
     return statements
 
 
-def test_reader_refreshes_postings_incrementally(tmp_path: Path, tiny_encoder: Encoder) -> None:
+def test_reader_refreshes_postings_incrementally(
+    tmp_path: Path, tiny_encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Eight documents a chunk: the 40 first fill five chunks, so reading "only the new
+    # rows" is visible as reading only the chunks above the rowids the reader has.
+    monkeypatch.setattr(centroid_lists, "CHUNK_DOCS", 8)
     path = tmp_path / "shared.db"
     texts = _generated(600, seed=11)
     with Index(path, encoder=tiny_encoder, train_tokens=300) as writer:
@@ -64,14 +70,20 @@ def test_reader_refreshes_postings_incrementally(tmp_path: Path, tiny_encoder: E
                 lambda: writer.add([texts[101]], ids=["d44"]),
             ]
             for step in steps:
+                seen = reader.store.rowid_high()
                 step()
                 statements = _traced(reader)
                 hits = reader.search(texts[101], k=3)
                 reader.store.connection.set_trace_callback(None)
                 # No reload of the centroids blob (readguard's length() check reads no blob).
                 assert not any("SELECT version, vectors FROM centroids" in s for s in statements)
-                loads = [s for s in statements if "SELECT doc, ids FROM doc_centroids" in s]
-                assert loads and all("doc > -1" not in s for s in loads)
+                loads = [s for s in statements if "FROM centroid_lists WHERE last > " in s]
+                bounds = {int(s.split("WHERE last > ")[1].split()[0]) for s in loads}
+                assert bounds == {seen}  # only the chunks holding rowids it has not seen
+                chunks = writer.store.connection.execute(
+                    "SELECT count(*) FROM centroid_lists WHERE last > ?", (seen,)
+                ).fetchone()[0]
+                assert chunks <= 2
                 assert _postings(reader) == _fresh_postings(path)
             assert hits[0].id == "d44" and hits[0].text == texts[101]
             assert "d3" not in {h.id for h in reader.search(texts[3], k=5)}

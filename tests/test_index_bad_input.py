@@ -28,11 +28,13 @@ def index(tmp_path: Path, tiny_encoder: Encoder) -> Iterator[Index]:
 def _rows(path: Path) -> list[tuple[Any, ...]]:
     con = sqlite3.connect(path)
     try:
-        return con.execute(
-            "SELECT d.rowid, d.id, d.text, d.metadata, v.codes, v.crc, c.ids "
-            "FROM documents d JOIN vectors v ON v.doc = d.rowid "
-            "LEFT JOIN doc_centroids c ON c.doc = d.rowid ORDER BY d.rowid"
-        ).fetchall()
+        return (
+            con.execute(
+                "SELECT d.rowid, d.id, d.text, d.metadata, v.codes, v.crc "
+                "FROM documents d JOIN vectors v ON v.doc = d.rowid ORDER BY d.rowid"
+            ).fetchall()
+            + con.execute("SELECT * FROM centroid_lists ORDER BY last").fetchall()
+        )
     finally:
         con.close()
 

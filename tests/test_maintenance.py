@@ -81,6 +81,7 @@ def test_check_names_damage_that_integrity_check_misses(index_path: Path) -> Non
     text = "\n".join(report.problems)
     assert "'d2'" in text and "zlib" in text
     assert "crc32" in text and "1 vectors without a document" in text
+    assert "1 centroid lists without a document" in text  # d7, still in its chunk
     result = _cli("check", str(index_path))
     assert result.returncode == 1 and "FAIL" in result.stdout
     assert f"edge-colbert repair {index_path}" in result.stdout

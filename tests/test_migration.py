@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_colbert import Index, ReadOnlyIndexError
+from edge_colbert import Index, ReadOnlyIndexError, centroid_lists
 from edge_colbert.encoder import Encoder
 from edge_colbert.quantize import inverse_norms
 from edge_colbert.schema import SCHEMA_VERSION
@@ -32,8 +32,39 @@ TEXTS = [
 IDS = ["river", "mountain", "cell", "delta", "gene"]
 
 
+def _as_version_4(path: Path) -> None:
+    """Rewrite a current index into schema version 4: one ``doc_centroids`` row per
+    document (the chunks' lists, byte for byte) instead of ``centroid_lists``."""
+    con = sqlite3.connect(path)
+    with con:
+        con.execute(
+            "CREATE TABLE doc_centroids ("
+            "doc INTEGER PRIMARY KEY REFERENCES documents(rowid) ON DELETE CASCADE, "
+            "ids BLOB NOT NULL)"
+        )
+        for rowids, sizes, ids in con.execute(
+            "SELECT rowids, sizes, ids FROM centroid_lists ORDER BY last"
+        ).fetchall():
+            ends = np.cumsum(np.frombuffer(sizes, dtype="<u4")).tolist()
+            starts = [0, *ends[:-1]]
+            con.executemany(
+                "INSERT INTO doc_centroids(doc, ids) VALUES (?, ?)",
+                [
+                    (int(r), ids[a:b])
+                    for r, a, b in zip(
+                        np.frombuffer(rowids, dtype="<i8"), starts, ends, strict=True
+                    )
+                ],
+            )
+        con.execute("DROP TABLE centroid_lists")
+        con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+
+
 def _as_version_3(path: Path) -> None:
     """Rewrite a current (int8) index into schema version 3: centroids without buckets."""
+    _as_version_4(path)
     con = sqlite3.connect(path)
     with con:
         con.execute(
@@ -182,7 +213,7 @@ def test_version_2_is_migrated_with_the_full_text_index_built(
     path, before = v2_index
     with Index(path, encoder=tiny_encoder) as index:
         info = index.info()
-        assert info["schema_version"] == SCHEMA_VERSION == 4
+        assert info["schema_version"] == SCHEMA_VERSION == 5
         assert info["centroid_version"] >= 1 and info["centroids"] > 0
         after = [(h.id, h.score) for h in index.search("river sea", k=5, exhaustive=True)]
         assert after == before
@@ -201,7 +232,7 @@ def test_version_2_is_migrated_with_the_full_text_index_built(
     assert int(meta["tokens"]) == con.execute("SELECT sum(n_tokens) FROM documents").fetchone()[0]
     for codes, crc in con.execute("SELECT codes, crc FROM vectors"):
         assert zlib.crc32(codes) == crc
-    posted = con.execute("SELECT count(*) FROM doc_centroids").fetchone()[0]
+    posted = sum(len(rowids) // 8 for (rowids,) in con.execute("SELECT rowids FROM centroid_lists"))
     assert posted == len(IDS)  # four migrated documents and "salt"
     con.execute("INSERT INTO documents_fts(documents_fts) VALUES ('integrity-check')")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -231,7 +262,7 @@ def test_version_3_is_migrated_keeping_its_int8_codes(
     codes_before = con.execute("SELECT doc, codes, crc FROM vectors ORDER BY doc").fetchall()
     con.close()
     with Index(path, encoder=tiny_encoder) as index:
-        assert index.info()["schema_version"] == SCHEMA_VERSION == 4
+        assert index.info()["schema_version"] == SCHEMA_VERSION == 5
         assert index.codec == "int8"
         assert [(h.id, h.score) for h in index.search("river sea", k=5)] == before
     con = sqlite3.connect(path)
@@ -252,5 +283,68 @@ def test_readonly_open_of_a_version_3_file_is_refused_untouched(
     _as_version_3(path)
     before = path.read_bytes()
     with pytest.raises(ReadOnlyIndexError, match=r"version 3 .* without readonly=True to migrate"):
+        Index(path, encoder=tiny_encoder, readonly=True)
+    assert path.read_bytes() == before
+
+
+def _postings(index: Index) -> dict[int, list[int]]:
+    """Every centroid's posted rowids, as the open built them in memory."""
+    prefilter = index._prefilter
+    assert prefilter is not None
+    return {c: prefilter.postings(c).tolist() for c in range(prefilter.num_centroids)}
+
+
+def test_version_4_is_migrated_into_chunks_with_the_same_postings(
+    tmp_path: Path, tiny_encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three documents a chunk: 20 documents make seven chunks, the last one partial.
+    monkeypatch.setattr(centroid_lists, "CHUNK_DOCS", 3)
+    path = tmp_path / "v4.db"
+    texts = [f"{TEXTS[i % len(TEXTS)]} number {i}" for i in range(23)]
+    with Index(path, encoder=tiny_encoder, train_tokens=40) as index:
+        index.add(texts, ids=[f"d{i}" for i in range(23)])
+        index.delete(["d4", "d5", "d11"])  # gaps in the rowids
+        postings_before = _postings(index)
+        ranked_before = [(h.id, h.score) for h in index.search("river sea", k=8)]
+    _as_version_4(path)
+    con = sqlite3.connect(path)
+    lists_v4 = con.execute("SELECT doc, ids FROM doc_centroids ORDER BY doc").fetchall()
+    con.close()
+    assert len(lists_v4) == 20
+    with Index(path, encoder=tiny_encoder) as index:  # migrates
+        assert index.info()["schema_version"] == SCHEMA_VERSION == 5
+        assert _postings(index) == postings_before
+        assert [(h.id, h.score) for h in index.search("river sea", k=8)] == ranked_before
+        dtype = index.store.meta()["centroid_ids"]
+        rowids, lengths, flat = index.store.doc_centroids_flat(dtype)
+        ends = np.cumsum(lengths).tolist()
+        migrated = [
+            (int(r), flat[a:b].tobytes())
+            for r, a, b in zip(rowids.tolist(), [0, *ends[:-1]], ends, strict=True)
+        ]
+        assert migrated == lists_v4  # byte for byte, in rowid order
+        index.add(["the sea is salt"], ids=["salt"])  # into the partial tail chunk
+        assert index.search("salt sea", k=1)[0].id == "salt"
+    con = sqlite3.connect(path)
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    chunks = [len(r) // 8 for (r,) in con.execute("SELECT rowids FROM centroid_lists")]
+    assert "doc_centroids" not in tables
+    assert chunks == [3, 3, 3, 3, 3, 3, 3]  # 20 migrated, then "salt" filled the tail
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    # The migrated schema is one this version accepts (the probe's check runs on open).
+    with Index(path, encoder=tiny_encoder, readonly=True) as again:
+        assert len(again) == 21 and again.search("salt sea", k=1)[0].id == "salt"
+
+
+def test_readonly_open_of_a_version_4_file_is_refused_untouched(
+    tmp_path: Path, tiny_encoder: Encoder
+) -> None:
+    path = tmp_path / "v4.db"
+    with Index(path, encoder=tiny_encoder, train_tokens=40) as index:
+        index.add(TEXTS, ids=IDS)
+    _as_version_4(path)
+    before = path.read_bytes()
+    with pytest.raises(ReadOnlyIndexError, match=r"version 4 .* without readonly=True to migrate"):
         Index(path, encoder=tiny_encoder, readonly=True)
     assert path.read_bytes() == before

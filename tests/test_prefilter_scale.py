@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_colbert import store as store_module
+from edge_colbert import centroid_lists
 from edge_colbert.errors import IndexFileError, InvalidInputError
 from edge_colbert.prefilter import (
     DEFAULT_CANDIDATES,
@@ -32,7 +32,7 @@ from edge_colbert.store import ModelInfo, NewDocument, Store
 MODEL = ModelInfo(identity="test-model (64-d, abc)", name="test-model", dim=64)
 
 
-def _docs(count: int, seed: int) -> list[NewDocument]:
+def _docs(count: int, seed: int, prefix: str = "d") -> list[NewDocument]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(count):
@@ -40,7 +40,7 @@ def _docs(count: int, seed: int) -> list[NewDocument]:
         vectors = rng.standard_normal((tokens, MODEL.dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         ids = np.unique(rng.integers(0, 700, size=tokens)).astype(np.uint32)
-        out.append(NewDocument(f"d{i}", "t", "{}", quantize_int8(vectors), ids))
+        out.append(NewDocument(f"{prefix}{i}", "t", "{}", quantize_int8(vectors), ids))
     return out
 
 
@@ -51,47 +51,73 @@ def _filled(tmp_path: Path, count: int = 50) -> Store:
     return store
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 50, 1 << 18])
-def test_flat_read_matches_the_per_row_read_across_chunks(
+def _chunks(store: Store) -> dict[int, tuple[bytes, bytes, bytes]]:
+    """The stored centroid-list chunks by key: (rowids, sizes, ids) blobs."""
+    rows = store.connection.execute("SELECT last, rowids, sizes, ids FROM centroid_lists")
+    return {int(r[0]): (r[1], r[2], r[3]) for r in rows}
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 50, 1024])
+def test_flat_read_returns_every_list_across_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
-    store = _filled(tmp_path)
-    with store.transaction() as conn:  # a gap in the rowids, as deletes leave
-        store.delete(conn, ["d3", "d20"])
-    monkeypatch.setattr(store_module, "FLAT_CHUNK_ROWS", chunk)
+    monkeypatch.setattr(centroid_lists, "CHUNK_DOCS", chunk)
+    docs = _docs(50, 1)
+    store = Store(tmp_path / "i.db", model=MODEL)
+    for part in (docs[:20], docs[20:37], docs[37:]):  # later batches append to the tail
+        with store.transaction() as conn:
+            store.insert(conn, part, "uint16")
+    with store.transaction() as conn:  # gaps in the rowids, as deletes leave
+        store.delete(conn, ["d3", "d20", "d49"])
+    expected = {
+        i + 1: np.asarray(d.centroids)
+        for i, d in enumerate(docs)
+        if d.id not in ("d3", "d20", "d49")
+    }
     rowids, lists = store.doc_centroids("uint16")
     flat_rowids, lengths, flat = store.doc_centroids_flat("uint16")
     assert flat.dtype == np.uint16 and flat_rowids.tolist() == rowids.tolist()
+    assert rowids.tolist() == list(expected)
+    assert [x.tolist() for x in lists] == [ids.tolist() for ids in expected.values()]
     assert lengths.tolist() == [len(x) for x in lists]
     assert flat.tolist() == np.concatenate(lists).tolist()
-    after = int(rowids[30])
-    tail_rowids, tail_lengths, tail = store.doc_centroids_flat("uint16", after=after)
-    assert tail_rowids.tolist() == rowids[31:].tolist()
-    assert tail.tolist() == np.concatenate(lists[31:]).tolist()
-    assert tail_lengths.sum() == tail.size
+    assert all(len(r) // 8 <= chunk for r, _, _ in _chunks(store).values())
+    for after in (-1, 0, int(rowids[30]), 48, 50):
+        tail_rowids, tail_lengths, tail = store.doc_centroids_flat("uint16", after=after)
+        keep = rowids > after
+        assert tail_rowids.tolist() == rowids[keep].tolist()
+        kept = [x for x, k in zip(lists, keep, strict=True) if k]
+        assert tail.tolist() == (np.concatenate(kept).tolist() if kept else [])
+        assert tail_lengths.tolist() == [len(x) for x in kept]
     store.close()
 
 
-def test_flat_read_falls_back_to_rows_when_aggregated_out_of_order(
+def test_add_and_delete_rewrite_only_the_chunks_they_touch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = _filled(tmp_path)
-    monkeypatch.setattr(store_module, "FLAT_CHUNK_ROWS", 7)
-    expected = store.doc_centroids_flat("uint16")
-    real = store_module._int_list
-    calls = {"rowids": 0}
-
-    def shuffled(text: str, count: int) -> np.ndarray:
-        values = real(text, count)
-        calls["rowids"] += 1
-        # The third list parsed is the second chunk's rowids: hand them back reversed.
-        return values[::-1].copy() if calls["rowids"] == 3 else values
-
-    monkeypatch.setattr(store_module, "_int_list", shuffled)
-    got = store.doc_centroids_flat("uint16")
-    assert calls["rowids"] == 3  # the fallback read the rest row by row, from the start
-    for a, b in zip(got, expected, strict=True):
-        assert a.tolist() == b.tolist()
+    monkeypatch.setattr(centroid_lists, "CHUNK_DOCS", 10)
+    store = _filled(tmp_path, 45)  # chunks ending at rowids 10, 20, 30, 40 and a tail of 5
+    before = _chunks(store)
+    assert sorted(before) == [10, 20, 30, 40, 45]
+    with store.transaction() as conn:
+        store.insert(conn, _docs(1, 9, "new"), "uint16")  # rowid 46 joins the tail chunk
+    after_add = _chunks(store)
+    assert sorted(after_add) == [10, 20, 30, 40, 46]
+    assert all(after_add[k] == before[k] for k in (10, 20, 30, 40))
+    with store.transaction() as conn:
+        store.delete(conn, [f"d{i}" for i in range(10, 20)] + ["d23"])  # rowids 11-20, 24
+    after_delete = _chunks(store)
+    assert sorted(after_delete) == [10, 30, 40, 46]  # the emptied chunk is gone
+    assert all(after_delete[k] == after_add[k] for k in (10, 40, 46))
+    assert len(after_delete[30][0]) // 8 == 9  # rowid 24 dropped, the key kept
+    with store.transaction() as conn:
+        store.insert(conn, _docs(9, 8, "more"), "uint16")  # tail fills to 10, then a new chunk
+    assert sorted(_chunks(store)) == [10, 30, 40, 50, 55]
+    assert store.doc_centroids_flat("uint16")[0].tolist() == [
+        *range(1, 11),
+        *range(21, 24),
+        *range(25, 56),
+    ]
     store.close()
 
 
@@ -102,14 +128,41 @@ def test_flat_read_of_nothing(tmp_path: Path) -> None:
     store.close()
 
 
-def test_flat_read_refuses_a_blob_of_half_an_id(tmp_path: Path) -> None:
-    store = _filled(tmp_path, 5)
+def _crafted(store: Store, **blobs: bytes) -> Store:
+    """``store`` reopened after setting columns of its first chunk to ``blobs``."""
     path = store.path
     store.close()
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE doc_centroids SET ids = x'010203' WHERE doc = 2")
-    store = Store(path, model=MODEL)
-    with pytest.raises(IndexFileError, match="doc_centroids"):
+        key = conn.execute("SELECT min(last) FROM centroid_lists").fetchone()[0]
+        for column, value in blobs.items():
+            conn.execute(f"UPDATE centroid_lists SET {column} = ? WHERE last = ?", (value, key))
+    return Store(path, model=MODEL)
+
+
+@pytest.mark.parametrize(
+    ("craft", "message"),
+    [
+        ({"sizes": np.array([3, 3, 2, 4, 2], dtype="<u4").tobytes()}, "whole number of 2-byte"),
+        ({"sizes": np.array([2, 2, 2, 2, 2], dtype="<u4").tobytes()}, "add up to 10 bytes"),
+        ({"sizes": np.array([2, 2, 2, 2], dtype="<u4").tobytes()}, "5 rowids but 4"),
+        ({"rowids": np.array([1, 3, 2, 4, 5], dtype="<i8").tobytes()}, "not increasing"),
+        ({"rowids": np.array([1, 2, 3, 4, 9], dtype="<i8").tobytes()}, r"outside its range"),
+        ({"rowids": np.array([0, 2, 3, 4, 5], dtype="<i8").tobytes()}, r"outside its range"),
+        ({"rowids": b"\x01\x02\x03"}, "not whole numbers"),
+    ],
+)
+def test_flat_read_refuses_a_damaged_chunk(
+    tmp_path: Path, craft: dict[str, bytes], message: str
+) -> None:
+    docs = [
+        NewDocument(f"d{i}", "t", "{}", _docs(1, i)[0].codes, np.arange(i % 2 + 1, dtype=np.uint32))
+        for i in range(5)
+    ]
+    store = Store(tmp_path / "i.db", model=MODEL)
+    with store.transaction() as conn:  # five documents of 1, 2, 1, 2, 1 ids: 14 bytes
+        store.insert(conn, docs, "uint16")
+    store = _crafted(store, ids=bytes(14), **craft)
+    with pytest.raises(IndexFileError, match=rf"centroid_lists row 5 .*{message}"):
         store.doc_centroids_flat("uint16")
     store.close()
 

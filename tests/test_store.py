@@ -57,7 +57,15 @@ def test_new_file_records_meta_and_schema(tmp_path: Path) -> None:
     assert meta["tokens"] == "0" and meta["rowid_high"] == "0"
     assert meta["codec"] == "int8" and meta["pool_factor"] == "1"
     assert meta["fts_tokenizer"] == "porter unicode61"
-    assert {"meta", "documents", "vectors", "doc_centroids", "centroids", "documents_fts"} <= tables
+    assert {
+        "meta",
+        "documents",
+        "vectors",
+        "centroid_lists",
+        "centroids",
+        "documents_fts",
+    } <= tables
+    assert "doc_centroids" not in tables  # the chunks replace it (schema 5)
     assert journal == "wal"
 
 

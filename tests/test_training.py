@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import edge_colbert.training as training
+from edge_colbert import centroid_lists
 from edge_colbert.encoder import Encoder
 from edge_colbert.index import Index
 from edge_colbert.kmeans import kmeans
@@ -43,7 +44,7 @@ def _stored_postings_match_the_centroids(path: Path) -> int:
         dim = int(con.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()[0])
         id_dtype = con.execute("SELECT value FROM meta WHERE key = 'centroid_ids'").fetchone()[0]
         pre = Prefilter.from_bytes(bytes(blob), dim)
-        posted = dict(con.execute("SELECT doc, ids FROM doc_centroids"))
+        posted = dict(centroid_lists.rows(con))
         rows = con.execute("SELECT doc, codes FROM vectors").fetchall()
     finally:
         con.close()
