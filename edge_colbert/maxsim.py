@@ -18,6 +18,7 @@ their [CLS] and marker tokens, so an empty one only appears if the caller built 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,6 +33,24 @@ __all__ = ["best_matches", "maxsim_float_packed", "maxsim_int8_packed", "maxsim_
 # similarities, which stays in cache for the segment max and bounds memory however many
 # documents are scored at once.
 BLOCK_TOKENS = 16384
+
+
+# Each thread's scratch arrays for a block's widened codes and its similarities, kept from
+# one call to the next: a fresh 4 MiB array per block is a fresh memory mapping whose page
+# faults cost as much as the matmul itself (320 SciFact-sized documents: 10-13 against
+# 19-21 ms per call, side by side). A thread that scores keeps up to BLOCK_TOKENS x
+# (dim + query tokens) float32, 6 MiB at 64 dimensions and 32 query tokens.
+_scratch = threading.local()
+
+
+def _scratch_matrix(name: str, rows: int, columns: int) -> npt.NDArray[np.float32]:
+    """This thread's ``name`` scratch array as a C-contiguous ``[rows, columns]`` float32
+    view, grown when too small (its contents are whatever the last call left)."""
+    buffer: npt.NDArray[np.float32] | None = getattr(_scratch, name, None)
+    if buffer is None or buffer.size < rows * columns:
+        buffer = np.empty(rows * columns, dtype=np.float32)
+        setattr(_scratch, name, buffer)
+    return buffer[: rows * columns].reshape(rows, columns)
 
 
 def _query_matrix(query: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -64,7 +83,8 @@ def _packed_scores(
 
     Blocks hold whole documents, so a segment never straddles two matmuls. Empty
     documents are skipped: ``reduceat`` would otherwise copy a neighbour's value into
-    their slot.
+    their slot. The widened block and the similarities live in this thread's scratch
+    arrays (see :func:`_scratch_matrix`); nothing returned points into them.
     """
     n_docs = offsets.shape[0] - 1
     scores = np.zeros(n_docs, dtype=np.float32)
@@ -77,8 +97,13 @@ def _packed_scores(
         first = int(starts[i])
         j = max(int(np.searchsorted(starts, first + block_tokens, side="left")), i + 1)
         last = int(offsets[nonempty[j - 1] + 1])
-        block = tokens[first:last].astype(np.float32, copy=False)
-        sim = query @ block.T
+        if tokens.dtype == np.float32:
+            block = np.asarray(tokens[first:last], dtype=np.float32)  # a view, no copy
+        else:
+            block = _scratch_matrix("block", last - first, tokens.shape[1])
+            np.copyto(block, tokens[first:last], casting="unsafe")
+        sim = _scratch_matrix("sim", query.shape[0], last - first)
+        np.matmul(query, block.T, out=sim)
         if tokens.dtype == np.int8:
             sim *= inverse_norms_widened(block)
         best = np.maximum.reduceat(sim, starts[i:j] - first, axis=1)
