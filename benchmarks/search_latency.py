@@ -14,7 +14,8 @@ Run from the repository root (SciFact at ../shared/data/scifact-dev):
 
 ``--vectors`` takes the bundled model's query vectors encoded beforehand (``q_vecs``,
 ``q_lens`` in query file order); without it the queries are encoded once per worker.
-The index file must be one both trees read (the same schema version).
+The index file must be one both trees read (the same schema version), or give the other
+tree its own copy of the collection with ``--against-db`` (e.g. before a schema change).
 """
 
 from __future__ import annotations
@@ -84,15 +85,15 @@ def worker(tree: Path, db: Path, data_dir: Path, vectors: Path | None, held: boo
     print(json.dumps(times))
 
 
-def run_worker(tree: Path, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
-    """One worker process for ``tree``; its timings."""
+def run_worker(tree: Path, db: Path, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
+    """One worker process for ``tree`` searching ``db``; its timings."""
     command = [
         sys.executable,
         __file__,
         "--worker",
         str(tree),
         "--db",
-        str(args.db),
+        str(db),
         "--data",
         str(args.data),
     ]
@@ -109,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--against", type=Path, help="another checkout to compare with")
+    parser.add_argument(
+        "--against-db",
+        type=Path,
+        help="the index file the other checkout searches (default: --db), e.g. the same "
+        "collection in the older schema that checkout reads",
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_SCIFACT)
     parser.add_argument("--vectors", type=Path, help="pre-encoded query vectors (.npz)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -123,13 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     trees = {"this tree": Path(__file__).resolve().parents[1]}
+    dbs = {"this tree": args.db}
     if args.against is not None:
         trees["against"] = args.against.resolve()
+        dbs["against"] = args.against_db or args.db
     pooled: dict[str, dict[str, dict[str, list[float]]]] = {name: {} for name in trees}
     for round_ in range(args.rounds):
         names = list(trees) if round_ % 2 == 0 else list(reversed(trees))
         for name in names:
-            for mode, figures in run_worker(trees[name], args).items():
+            for mode, figures in run_worker(trees[name], dbs[name], args).items():
                 for kind, samples in figures.items():
                     pooled[name].setdefault(mode, {}).setdefault(kind, []).extend(samples)
     print(

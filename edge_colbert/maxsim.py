@@ -18,7 +18,6 @@ their [CLS] and marker tokens, so an empty one only appears if the caller built 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +25,7 @@ import numpy.typing as npt
 
 from edge_colbert.errors import InvalidInputError
 from edge_colbert.quantize import inverse_norms_widened
+from edge_colbert.scratch import scratch_matrix
 
 __all__ = ["best_matches", "maxsim_float_packed", "maxsim_int8_packed", "maxsim_scores"]
 
@@ -33,24 +33,6 @@ __all__ = ["best_matches", "maxsim_float_packed", "maxsim_int8_packed", "maxsim_
 # similarities, which stays in cache for the segment max and bounds memory however many
 # documents are scored at once.
 BLOCK_TOKENS = 16384
-
-
-# Each thread's scratch arrays for a block's widened codes and its similarities, kept from
-# one call to the next: a fresh 4 MiB array per block is a fresh memory mapping whose page
-# faults cost as much as the matmul itself (320 SciFact-sized documents: 10-13 against
-# 19-21 ms per call, side by side). A thread that scores keeps up to BLOCK_TOKENS x
-# (dim + query tokens) float32, 6 MiB at 64 dimensions and 32 query tokens.
-_scratch = threading.local()
-
-
-def _scratch_matrix(name: str, rows: int, columns: int) -> npt.NDArray[np.float32]:
-    """This thread's ``name`` scratch array as a C-contiguous ``[rows, columns]`` float32
-    view, grown when too small (its contents are whatever the last call left)."""
-    buffer: npt.NDArray[np.float32] | None = getattr(_scratch, name, None)
-    if buffer is None or buffer.size < rows * columns:
-        buffer = np.empty(rows * columns, dtype=np.float32)
-        setattr(_scratch, name, buffer)
-    return buffer[: rows * columns].reshape(rows, columns)
 
 
 def _query_matrix(query: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -84,7 +66,7 @@ def _packed_scores(
     Blocks hold whole documents, so a segment never straddles two matmuls. Empty
     documents are skipped: ``reduceat`` would otherwise copy a neighbour's value into
     their slot. The widened block and the similarities live in this thread's scratch
-    arrays (see :func:`_scratch_matrix`); nothing returned points into them.
+    arrays (:mod:`edge_colbert.scratch`); nothing returned points into them.
     """
     n_docs = offsets.shape[0] - 1
     scores = np.zeros(n_docs, dtype=np.float32)
@@ -100,9 +82,9 @@ def _packed_scores(
         if tokens.dtype == np.float32:
             block = np.asarray(tokens[first:last], dtype=np.float32)  # a view, no copy
         else:
-            block = _scratch_matrix("block", last - first, tokens.shape[1])
+            block = scratch_matrix("block", last - first, tokens.shape[1])
             np.copyto(block, tokens[first:last], casting="unsafe")
-        sim = _scratch_matrix("sim", query.shape[0], last - first)
+        sim = scratch_matrix("sim", query.shape[0], last - first)
         np.matmul(query, block.T, out=sim)
         if tokens.dtype == np.int8:
             sim *= inverse_norms_widened(block)
