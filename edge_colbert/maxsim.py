@@ -25,7 +25,6 @@ import numpy.typing as npt
 
 from edge_colbert.errors import InvalidInputError
 from edge_colbert.quantize import inverse_norms_widened
-from edge_colbert.scratch import scratch_matrix
 
 __all__ = ["best_matches", "maxsim_float_packed", "maxsim_int8_packed", "maxsim_scores"]
 
@@ -65,8 +64,7 @@ def _packed_scores(
 
     Blocks hold whole documents, so a segment never straddles two matmuls. Empty
     documents are skipped: ``reduceat`` would otherwise copy a neighbour's value into
-    their slot. The widened block and the similarities live in this thread's scratch
-    arrays (:mod:`edge_colbert.scratch`); nothing returned points into them.
+    their slot.
     """
     n_docs = offsets.shape[0] - 1
     scores = np.zeros(n_docs, dtype=np.float32)
@@ -79,13 +77,8 @@ def _packed_scores(
         first = int(starts[i])
         j = max(int(np.searchsorted(starts, first + block_tokens, side="left")), i + 1)
         last = int(offsets[nonempty[j - 1] + 1])
-        if tokens.dtype == np.float32:
-            block = np.asarray(tokens[first:last], dtype=np.float32)  # a view, no copy
-        else:
-            block = scratch_matrix("block", last - first, tokens.shape[1])
-            np.copyto(block, tokens[first:last], casting="unsafe")
-        sim = scratch_matrix("sim", query.shape[0], last - first)
-        np.matmul(query, block.T, out=sim)
+        block = tokens[first:last].astype(np.float32, copy=False)
+        sim = query @ block.T
         if tokens.dtype == np.int8:
             sim *= inverse_norms_widened(block)
         best = np.maximum.reduceat(sim, starts[i:j] - first, axis=1)

@@ -44,7 +44,6 @@ import numpy.typing as npt
 
 from edge_colbert.errors import InvalidInputError
 from edge_colbert.kmeans import assign_nearest
-from edge_colbert.scratch import scratch_matrix
 
 __all__ = [
     "COMMON_FRACTION",
@@ -698,12 +697,8 @@ class Prefilter:
         positions, lengths = _gather_segments(doc_indptr, slot[posted])
         qc = q @ self._centroids.T  # [Tq, C]
         # [Tq, entries], each document's entries contiguous along the last axis: reduceat
-        # along a contiguous axis is 4x faster than gathering [entries, Tq] rows. Gathered
-        # into this thread's scratch array (mode "clip": the ids are checked at load, and
-        # "raise" would buffer the whole output once more).
-        entries = doc_cents[positions]
-        values = scratch_matrix("centroid scores", qc.shape[0], entries.size)
-        np.take(qc, entries, axis=1, out=values, mode="clip")
+        # along a contiguous axis is 4x faster than gathering [entries, Tq] rows.
+        values = np.take(qc, doc_cents[positions], axis=1)
         starts = np.cumsum(lengths) - lengths
         scores[posted] = np.maximum.reduceat(values, starts, axis=1).sum(axis=0)
         return scores

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -110,30 +109,3 @@ def test_best_matches_is_argmax_per_query_token() -> None:
         best_matches(query, doc[:0])
     with pytest.raises(InvalidInputError, match=r"16 dimensions.*8"):
         best_matches(query, doc[:, :8])
-
-
-def test_scratch_arrays_are_per_thread_and_never_leak_between_calls() -> None:
-    """The kernel reuses each thread's scratch arrays: a large call, then smaller ones (the
-    arrays then hold a bigger call's leftovers), and 8 threads scoring different inputs at
-    once all get the scores a fresh float computation gives."""
-    rng = np.random.default_rng(7)
-    cases = []
-    for i in range(8):
-        query = _unit(rng, 4 + 4 * i, 64)
-        docs = [_unit(rng, int(n), 64) for n in rng.integers(1, 300 - 30 * i, 20)]
-        packed, offsets = _pack(docs)
-        codes = quantize_int8(packed)
-        deq = dequantize_int8(codes)
-        want = maxsim_scores(query, [deq[a:b] for a, b in itertools.pairwise(offsets)])
-        cases.append((query, codes, offsets, want))
-
-    def score(case: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-        query, codes, offsets, _ = case
-        return maxsim_int8_packed(query, codes, offsets, block_tokens=1000)
-
-    for case in cases:  # largest first: later calls run in larger scratch arrays
-        np.testing.assert_allclose(score(case), case[3], rtol=1e-5, atol=1e-5)
-    with ThreadPoolExecutor(8) as pool:
-        for _ in range(5):
-            for got, case in zip(pool.map(score, cases), cases, strict=True):
-                np.testing.assert_allclose(got, case[3], rtol=1e-5, atol=1e-5)
