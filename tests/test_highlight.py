@@ -57,6 +57,22 @@ def test_the_passage_shown_holds_the_most_matched_words() -> None:
     assert all(word in text[start:end] for word in marked)
 
 
+def _demo_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """The README demo's index: the page that answers its query, indexed by the CLI with
+    the bundled model (run from the repository root, as the README's command is)."""
+    from edge_colbert.cli import main
+
+    db = tmp_path / "demo.db"
+    cwd = Path.cwd()
+    os.chdir(ROOT)
+    try:
+        assert main(["-q", "index", str(db), "docs/reliability.md"]) == 0
+    finally:
+        os.chdir(cwd)
+    capsys.readouterr()
+    return db
+
+
 def test_no_highlighted_word_of_the_readme_demo_answer_is_a_stopword(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -64,15 +80,8 @@ def test_no_highlighted_word_of_the_readme_demo_answer_is_a_stopword(
     from edge_colbert.cli import main
 
     query = _readme_demo_query()
-    db = tmp_path / "demo.db"
-    cwd = Path.cwd()
-    os.chdir(ROOT)
-    try:
-        assert main(["-q", "index", str(db), "docs/reliability.md"]) == 0
-        capsys.readouterr()
-        assert main(["search", str(db), query, "--json", "-k", "3"]) == 0
-    finally:
-        os.chdir(cwd)
+    db = _demo_index(tmp_path, capsys)
+    assert main(["search", str(db), query, "--json", "-k", "3"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert hits, "the demo query found nothing"
     marked = [m["text"] for hit in hits for m in hit["matches"]]
@@ -131,24 +140,17 @@ def test_cli_search_highlights_from_the_stored_vectors(
     from edge_colbert.cli import main
 
     query = _readme_demo_query()
-    db = tmp_path / "demo.db"
-    cwd = Path.cwd()
-    os.chdir(ROOT)
-    try:
-        assert main(["-q", "index", str(db), "docs/reliability.md"]) == 0
-        capsys.readouterr()
-        encoded: list[str] = []
-        encode_documents = Encoder.encode_documents
+    db = _demo_index(tmp_path, capsys)
+    encoded: list[str] = []
+    encode_documents = Encoder.encode_documents
 
-        def recording(self: Encoder, texts: list[str], **kwargs: object) -> object:
-            encoded.extend(texts)
-            return encode_documents(self, texts, **kwargs)  # type: ignore[arg-type]
+    def recording(self: Encoder, texts: list[str], **kwargs: object) -> object:
+        encoded.extend(texts)
+        return encode_documents(self, texts, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(Encoder, "encode_documents", recording)
-        assert main(["search", str(db), query, "--json", "-k", "3"]) == 0
-        monkeypatch.undo()
-    finally:
-        os.chdir(cwd)
+    monkeypatch.setattr(Encoder, "encode_documents", recording)
+    assert main(["search", str(db), query, "--json", "-k", "3"]) == 0
+    monkeypatch.undo()
     hits = json.loads(capsys.readouterr().out)
     assert len(hits) == 3
     assert encoded == [query], "a hit's text was encoded again"
