@@ -55,68 +55,25 @@ _FIRST_LOWER = 0
 Flat = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.unsignedinteger]]
 
 
-def _decode(
-    key: int, rowids: bytes, sizes: bytes, ids: bytes, lower: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """One chunk's rowids and byte sizes, checked against its key range ``(lower, key]``
-    and its id blob.
+_Chunk = tuple[int, bytes, bytes, bytes]  # (last, rowids, sizes, ids) as SQLite gives them
+
+
+def _checked(
+    chunks: Sequence[_Chunk], lower: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The rowids and byte sizes of consecutive ``chunks`` (keys rising, the first above
+    ``lower``), and each rowid's chunk number, checked against the chunks' key ranges and
+    id blobs with numpy over all of them at once: a Python step per chunk cost 25 us, a
+    third of the open's read at 1,024 documents a chunk.
 
     Raises:
-        BadRowError: the chunk is not one this module wrote (damaged or crafted).
+        BadRowError: a chunk is not one this module wrote (damaged or crafted).
     """
-    if len(rowids) % _ROWID.itemsize or len(sizes) % _SIZE.itemsize:
-        raise BadRowError(TABLE, key, "its rowids or sizes are not whole numbers")
-    rows = np.frombuffer(rowids, dtype=_ROWID).astype(np.int64)
-    bytes_ = np.frombuffer(sizes, dtype=_SIZE).astype(np.int64)
-    if rows.size != bytes_.size:
-        raise BadRowError(TABLE, key, f"{rows.size} rowids but {bytes_.size} list sizes")
-    if int(bytes_.sum()) != len(ids):
-        raise BadRowError(
-            TABLE, key, f"the list sizes add up to {int(bytes_.sum())} bytes, not {len(ids)}"
-        )
-    if rows.size:
-        if rows.size > 1 and not bool(np.all(rows[1:] > rows[:-1])):
-            raise BadRowError(TABLE, key, "its rowids are not increasing")
-        if int(rows[0]) <= lower or int(rows[-1]) > key:
-            raise BadRowError(
-                TABLE,
-                key,
-                f"rowids {int(rows[0])}..{int(rows[-1])} outside its range ({lower}, {key}]",
-            )
-    return rows, bytes_
-
-
-def _lower(conn: sqlite3.Connection, after: int) -> int:
-    """The key of the last chunk wholly at or below ``after`` (the lower bound of the
-    first chunk read after it)."""
-    row = conn.execute(f"SELECT max(last) FROM {TABLE} WHERE last <= ?", (after,)).fetchone()
-    return _FIRST_LOWER if row is None or row[0] is None else max(int(row[0]), _FIRST_LOWER)
-
-
-def read(conn: sqlite3.Connection, id_dtype: str, *, after: int = -1) -> Flat:
-    """The lists of the documents with rowid above ``after``: ``(rowids, lengths, ids)``
-    with ``lengths[i]`` ids of ``ids`` belonging to ``rowids[i]`` (rowids increasing).
-    Only the chunks whose key is above ``after`` are read, and checked (as
-    :func:`_decode` checks one) with numpy over all of them at once: a Python step per
-    chunk cost 25 us, a third of the read at 1,024 documents a chunk.
-
-    Raises:
-        BadRowError: a chunk is damaged, or a list is not a whole number of ``id_dtype``
-            ids.
-    """
-    width = np.dtype(id_dtype).itemsize
-    lower = _lower(conn, after)
-    rows = conn.execute(
-        f"SELECT last, rowids, sizes, ids FROM {TABLE} WHERE last > ? ORDER BY last", (after,)
-    ).fetchall()
-    if not rows:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty.copy(), np.zeros(0, dtype=id_dtype)
-    count = len(rows)
-    keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=count)
-    rowid_bytes = np.fromiter((len(r[1]) for r in rows), dtype=np.int64, count=count)
-    size_bytes = np.fromiter((len(r[2]) for r in rows), dtype=np.int64, count=count)
-    id_bytes = np.fromiter((len(r[3]) for r in rows), dtype=np.int64, count=count)
+    count = len(chunks)
+    keys = np.fromiter((int(c[0]) for c in chunks), dtype=np.int64, count=count)
+    rowid_bytes = np.fromiter((len(c[1]) for c in chunks), dtype=np.int64, count=count)
+    size_bytes = np.fromiter((len(c[2]) for c in chunks), dtype=np.int64, count=count)
+    id_bytes = np.fromiter((len(c[3]) for c in chunks), dtype=np.int64, count=count)
     _first_bad(
         keys,
         (rowid_bytes % _ROWID.itemsize) | (size_bytes % _SIZE.itemsize),
@@ -131,10 +88,8 @@ def read(conn: sqlite3.Connection, id_dtype: str, *, after: int = -1) -> Flat:
             int(keys[at]),
             f"{int(docs[at])} rowids but {int(size_bytes[at]) // 4} list sizes",
         )
-    rowids = np.frombuffer(b"".join(r[1] for r in rows), dtype=_ROWID).astype(np.int64)
-    sizes = np.frombuffer(b"".join(r[2] for r in rows), dtype=_SIZE).astype(np.int64)
-    flat = np.frombuffer(b"".join(r[3] for r in rows), dtype=id_dtype)
-    del rows
+    rowids = np.frombuffer(b"".join(c[1] for c in chunks), dtype=_ROWID).astype(np.int64)
+    sizes = np.frombuffer(b"".join(c[2] for c in chunks), dtype=_SIZE).astype(np.int64)
     chunk_of = np.repeat(np.arange(count), docs)
     sums = np.bincount(chunk_of, weights=sizes, minlength=count).astype(np.int64)
     bad = sums != id_bytes
@@ -162,11 +117,56 @@ def read(conn: sqlite3.Connection, id_dtype: str, *, after: int = -1) -> Flat:
             int(keys[at]),
             f"rowids {first}..{last} outside its range ({int(lowers[at])}, {int(keys[at])}]",
         )
+    return rowids, sizes, chunk_of
+
+
+def _decode(
+    key: int, rowids: bytes, sizes: bytes, ids: bytes, lower: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """One chunk's rowids and byte sizes, checked (:func:`_checked`) against its key range
+    ``(lower, key]`` and its id blob.
+
+    Raises:
+        BadRowError: the chunk is not one this module wrote (damaged or crafted).
+    """
+    rows, bytes_, _ = _checked([(key, rowids, sizes, ids)], lower)
+    return rows, bytes_
+
+
+def _lower(conn: sqlite3.Connection, after: int) -> int:
+    """The key of the last chunk wholly at or below ``after`` (the lower bound of the
+    first chunk read after it)."""
+    row = conn.execute(f"SELECT max(last) FROM {TABLE} WHERE last <= ?", (after,)).fetchone()
+    return _FIRST_LOWER if row is None or row[0] is None else max(int(row[0]), _FIRST_LOWER)
+
+
+def read(conn: sqlite3.Connection, id_dtype: str, *, after: int = -1) -> Flat:
+    """The lists of the documents with rowid above ``after``: ``(rowids, lengths, ids)``
+    with ``lengths[i]`` ids of ``ids`` belonging to ``rowids[i]`` (rowids increasing).
+    Only the chunks whose key is above ``after`` are read, all checked at once
+    (:func:`_checked`).
+
+    Raises:
+        BadRowError: a chunk is damaged, or a list is not a whole number of ``id_dtype``
+            ids.
+    """
+    width = np.dtype(id_dtype).itemsize
+    lower = _lower(conn, after)
+    chunks = conn.execute(
+        f"SELECT last, rowids, sizes, ids FROM {TABLE} WHERE last > ? ORDER BY last", (after,)
+    ).fetchall()
+    if not chunks:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), np.zeros(0, dtype=id_dtype)
+    rowids, sizes, chunk_of = _checked(chunks, lower)
+    keys = [int(c[0]) for c in chunks]
+    flat = np.frombuffer(b"".join(c[3] for c in chunks), dtype=id_dtype)
+    del chunks
     bad_width = sizes % width != 0
     if bad_width.any():
         raise BadRowError(
             TABLE,
-            int(keys[chunk_of[int(np.argmax(bad_width))]]),
+            keys[int(chunk_of[int(np.argmax(bad_width))])],
             f"a list is not a whole number of {width}-byte ids",
         )
     lengths = sizes // width
