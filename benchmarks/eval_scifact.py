@@ -22,6 +22,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_colbert.errors import InvalidInputError
 
@@ -132,6 +133,19 @@ def query_halves(count: int, per_half: int = 0) -> tuple[list[int], list[int]]:
     if per_half:
         tune, held = tune[:per_half], held[:per_half]
     return sorted(tune), sorted(held)
+
+
+def encoded_queries(path: str | Path) -> list[Any]:
+    """The bundled model's query vectors encoded beforehand (``q_vecs``/``q_lens`` of a
+    ``.npz``, in query file order), one float32 ``[tokens, dim]`` array per query."""
+    import numpy as np
+
+    stored = np.load(path)
+    ends = np.cumsum(stored["q_lens"])
+    return [
+        stored["q_vecs"][end - length : end].astype(np.float32)
+        for end, length in zip(ends, stored["q_lens"], strict=True)
+    ]
 
 
 def evaluate(run: Run, qrels: Mapping[str, Mapping[str, int]], k: int = 10) -> float:

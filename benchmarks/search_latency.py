@@ -29,8 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 if "--worker" in sys.argv:
     # A worker measures the edge_colbert of the tree it is given: import that package before
     # anything below imports edge_colbert from this tree.
@@ -41,7 +39,7 @@ if "--worker" in sys.argv:
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import latency_ms
-from benchmarks.eval_scifact import DEFAULT_SCIFACT, load_dataset, query_halves
+from benchmarks.eval_scifact import DEFAULT_SCIFACT, encoded_queries, load_dataset, query_halves
 
 MODES = ("hybrid", "semantic", "keyword")
 WARMUP = 30
@@ -61,12 +59,7 @@ def worker(tree: Path, db: Path, data_dir: Path, vectors: Path | None, held: boo
     positions = query_halves(count)[1] if held else list(range(count))
     index = Index(db, readonly=True)
     if vectors is not None:
-        cached = np.load(vectors)
-        offsets = np.concatenate([[0], np.cumsum(cached["q_lens"])])
-        queries = [
-            cached["q_vecs"][offsets[i] : offsets[i + 1]].astype(np.float32)
-            for i in range(len(data.query_ids))
-        ]
+        queries = encoded_queries(vectors)
     else:
         queries = index.encoder.encode_queries(data.query_texts)
     for i in positions[:WARMUP]:

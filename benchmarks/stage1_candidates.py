@@ -28,7 +28,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import edge_colbert.ranking as ranking
-from benchmarks.eval_scifact import DEFAULT_SCIFACT, load_dataset, ndcg_at_k, query_halves
+from benchmarks.eval_scifact import (
+    DEFAULT_SCIFACT,
+    encoded_queries,
+    load_dataset,
+    ndcg_at_k,
+    query_halves,
+)
 from edge_colbert.index import Index
 from edge_colbert.prefilter import SearchSettings, search_settings
 
@@ -44,12 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     data = load_dataset(args.data)
-    cached = np.load(args.vectors)
-    offsets = np.concatenate([[0], np.cumsum(cached["q_lens"])])
-    queries = [
-        cached["q_vecs"][offsets[i] : offsets[i + 1]].astype(np.float32)
-        for i in range(len(data.query_ids))
-    ]
+    queries = encoded_queries(args.vectors)
     halves = dict(zip(("tune", "held-out"), query_halves(len(queries)), strict=True))
     hybrid = args.mode == "hybrid"
     index = Index(args.db, readonly=True)
