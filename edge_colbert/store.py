@@ -754,24 +754,6 @@ class Store:
         with self.snapshot():  # the chunks and their lower bound from one commit
             return centroid_lists.read(self._conn, centroid_dtype, after=after)
 
-    def set_doc_centroids(
-        self,
-        conn: sqlite3.Connection,
-        rowids: Sequence[int],
-        lists: Sequence[npt.NDArray[np.uint32]],
-        centroid_dtype: str,
-    ) -> None:
-        """Replace every document's stored centroid ids by these (a document not given is
-        left without; retraining posts every document), inside a transaction."""
-        order = np.argsort(np.asarray(rowids, dtype=np.int64), kind="stable")
-        blobs = [np.asarray(lists[i]).astype(centroid_dtype).tobytes() for i in order.tolist()]
-        centroid_lists.write_all(
-            conn,
-            np.asarray(rowids, dtype=np.int64)[order],
-            np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs)),
-            b"".join(blobs),
-        )
-
     def set_doc_centroids_flat(
         self,
         conn: sqlite3.Connection,
@@ -780,9 +762,10 @@ class Store:
         flat: npt.NDArray[np.unsignedinteger],
         centroid_dtype: str,
     ) -> None:
-        """:meth:`set_doc_centroids` in CSR form (``lengths[i]`` ids of ``flat`` belong to
-        ``rowids[i]``, rowids increasing): one conversion of all ids, written as whole
-        chunks with no array per document."""
+        """Replace every document's stored centroid ids (a document not given is left
+        without; retraining posts every document), inside a transaction. CSR form:
+        ``lengths[i]`` ids of ``flat`` belong to ``rowids[i]``, rowids increasing; one
+        conversion of all ids, written as whole chunks with no array per document."""
         data = np.ascontiguousarray(flat, dtype=centroid_dtype).tobytes()
         width = np.dtype(centroid_dtype).itemsize
         centroid_lists.write_all(
